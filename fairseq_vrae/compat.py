@@ -1,0 +1,275 @@
+"""Run-time fixes that let fairseq 0.12.2 work on Python >= 3.11 and torch >= 2.6.
+
+This module is loaded at interpreter start by ``fairseq_vrae_compat.pth`` (installed
+into site-packages by ``setup.py``), so the fixes hold for every ``fairseq-*`` command
+in the environment, with or without ``--user-dir``.  Start-up stays cheap: nothing
+here imports torch or fairseq.  A meta-path hook waits for the affected modules to be
+imported and patches them then.
+
+Each fix is gated on the versions it is needed for and is a no-op elsewhere:
+
+* ``dataclass_defaults`` -- Python >= 3.11 rejects dataclass defaults whose class is
+  unhashable, which every nested fairseq/hydra config is (fairseq issue #5012,
+  hydra issue #2262).  Config classes of the ``fairseq`` and ``hydra`` packages get
+  back an identity hash, which restores the Python 3.10 behaviour for them only.
+* ``checkpoint_safe_globals`` -- torch >= 2.6 loads with ``weights_only=True``;
+  fairseq checkpoints hold ``argparse.Namespace`` (legacy model configs such as
+  ``lstm_lm``) and a few numpy scalar types.  Those classes are allow-listed;
+  ``weights_only`` stays on.
+* ``broadcast_object`` -- resuming with several data-parallel workers broadcasts the
+  checkpoint state from rank 0 through an in-memory ``torch.save``/``torch.load`` of
+  plain Python objects (tensors are sent separately).  That one in-memory channel
+  between ranks of the same job is loaded with ``weights_only=False``.
+* ``bf16_without_tpu`` -- ``--bf16`` makes fairseq switch on TPU mode (fairseq issue
+  #4696); the switch is undone unless ``--tpu`` was given.
+"""
+
+import functools
+import importlib.abc
+import importlib.util
+import sys
+from typing import Callable, Dict, List, Optional, Tuple
+
+#: Names of the fixes applied in this process, for tests and ``--help`` debugging.
+APPLIED: List[str] = []
+
+_LAST_AFFECTED_FAIRSEQ = (0, 12, 2)
+_LAST_AFFECTED_HYDRA = (1, 0, 99)
+
+
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_version(distribution: str) -> Optional[Tuple[int, ...]]:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return _version_tuple(version(distribution))
+    except PackageNotFoundError:
+        return None
+
+
+def _affected(distribution: str, last_affected: Tuple[int, ...]) -> bool:
+    found = _installed_version(distribution)
+    return found is not None and found <= last_affected
+
+
+# --------------------------------------------------------------------------------------
+# dataclass defaults (Python >= 3.11)
+
+
+def _in_config_scope(cls: type) -> bool:
+    module = getattr(cls, "__module__", "") or ""
+    top = module.split(".", 1)[0]
+    return top in ("fairseq", "hydra")
+
+
+def fix_dataclass_defaults() -> bool:
+    """Give fairseq/hydra config dataclasses an identity hash (Python >= 3.11 only)."""
+    import dataclasses
+
+    if sys.version_info < (3, 11) or getattr(dataclasses.dataclass, "_fairseq_vrae", False):
+        return False
+    original = dataclasses.dataclass
+
+    def dataclass(cls=None, /, **kwargs):
+        def wrap(target):
+            made = original(target, **kwargs)
+            if _in_config_scope(made) and made.__hash__ is None:
+                made.__hash__ = object.__hash__
+            return made
+
+        return wrap if cls is None else wrap(cls)
+
+    dataclass._fairseq_vrae = True
+    dataclass.__doc__ = original.__doc__
+    dataclass.__wrapped__ = original
+    dataclasses.dataclass = dataclass
+    APPLIED.append("dataclass_defaults")
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# checkpoint loading (torch >= 2.6)
+
+
+def checkpoint_safe_globals() -> list:
+    """Classes found in fairseq checkpoints besides tensors and builtins."""
+    import argparse
+
+    import numpy as np
+
+    allowed = [argparse.Namespace, np.dtype, np.ndarray]
+    allowed += [type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32")]
+    try:
+        from numpy.core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy >= 2 moved these
+        from numpy._core.multiarray import _reconstruct, scalar
+    allowed += [scalar, _reconstruct]
+    return allowed
+
+
+def fix_checkpoint_loading(_module=None) -> bool:
+    import torch
+
+    serialization = torch.serialization
+    if not hasattr(serialization, "add_safe_globals"):
+        return False
+    if _version_tuple(torch.__version__) < (2, 6):
+        return False
+    serialization.add_safe_globals(checkpoint_safe_globals())
+    APPLIED.append("checkpoint_safe_globals")
+    return True
+
+
+def fix_broadcast_object(module) -> bool:
+    """Let rank 0 hand its in-memory checkpoint state to the other ranks again."""
+    import inspect
+    import io
+
+    import torch
+
+    original = getattr(module, "_broadcast_object_slow", None)
+    if original is None or getattr(original, "_fairseq_vrae", False):
+        return False
+    if "weights_only" in inspect.getsource(original):
+        return False  # fairseq already chooses; leave it alone
+    broadcast = module.broadcast
+    get_rank = module.get_rank
+
+    def _broadcast_object_slow(obj, src_rank, group, dist_device):
+        if get_rank(group) == src_rank:
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            payload = torch.ByteTensor(buffer.getbuffer()).to(dist_device)
+            length = torch.LongTensor([len(payload)]).to(dist_device)
+            broadcast(length, src=src_rank, group=group)
+            broadcast(payload, src=src_rank, group=group)
+            return obj
+        length = torch.LongTensor([0]).to(dist_device)
+        broadcast(length, src=src_rank, group=group)
+        payload = torch.ByteTensor(int(length.item())).to(dist_device)
+        broadcast(payload, src=src_rank, group=group)
+        buffer = io.BytesIO(payload.cpu().numpy())
+        # The bytes were written a moment ago by rank 0 of this job; they never touch disk.
+        return torch.load(buffer, map_location="cpu", weights_only=False)
+
+    _broadcast_object_slow._fairseq_vrae = True
+    module._broadcast_object_slow = _broadcast_object_slow
+    APPLIED.append("broadcast_object")
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# --bf16 without TPU mode
+
+
+def fix_bf16_tpu(module) -> bool:
+    original = getattr(module, "parse_args_and_arch", None)
+    if original is None or getattr(original, "_fairseq_vrae", False):
+        return False
+
+    def parse_args_and_arch(parser, input_args=None, parse_known=False, *args, **kwargs):
+        result = original(parser, input_args, parse_known, *args, **kwargs)
+        parsed = result[0] if isinstance(result, tuple) else result
+        given = sys.argv[1:] if input_args is None else list(input_args)
+        if getattr(parsed, "bf16", False) and "--tpu" not in given:
+            parsed.tpu = False
+        return result
+
+    parse_args_and_arch._fairseq_vrae = True
+    parse_args_and_arch.__wrapped__ = original
+    module.parse_args_and_arch = parse_args_and_arch
+    APPLIED.append("bf16_without_tpu")
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# the import hook
+
+
+def _fairseq_affected() -> bool:
+    return _affected("fairseq", _LAST_AFFECTED_FAIRSEQ)
+
+
+#: module name -> (gate, patch run before the module executes, patch run after)
+_HOOKS: Dict[str, Tuple[Callable[[], bool], Optional[Callable], Optional[Callable]]] = {
+    "fairseq": (_fairseq_affected, lambda _m: fix_dataclass_defaults(), None),
+    "hydra": (
+        lambda: _affected("hydra-core", _LAST_AFFECTED_HYDRA),
+        lambda _m: fix_dataclass_defaults(),
+        None,
+    ),
+    "fairseq.checkpoint_utils": (_fairseq_affected, None, fix_checkpoint_loading),
+    "fairseq.distributed.utils": (_fairseq_affected, None, fix_broadcast_object),
+    "fairseq.options": (_fairseq_affected, None, fix_bf16_tpu),
+}
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, inner, before, after):
+        self._inner, self._before, self._after = inner, before, after
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module):
+        if self._before is not None:
+            _safely(self._before, module)
+        self._inner.exec_module(module)
+        if self._after is not None:
+            _safely(self._after, module)
+
+    def __getattr__(self, name):  # e.g. get_source, is_package for tracebacks
+        return getattr(self._inner, name)
+
+
+def _safely(patch, module) -> None:
+    try:
+        patch(module)
+    except Exception as error:  # never break an unrelated import
+        sys.stderr.write(f"fairseq_vrae.compat: {patch.__name__} not applied: {error}\n")
+
+
+class _PatchFinder(importlib.abc.MetaPathFinder):
+    def __init__(self):
+        self._resolving = set()
+
+    def find_spec(self, fullname, path, target=None):
+        hook = _HOOKS.get(fullname)
+        if hook is None or fullname in self._resolving:
+            return None
+        gate, before, after = hook
+        self._resolving.add(fullname)
+        try:
+            if not gate():
+                return None
+            spec = importlib.util.find_spec(fullname)  # the other finders; we step aside
+        except Exception:
+            return None
+        finally:
+            self._resolving.discard(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _PatchingLoader(spec.loader, before, after)
+        return spec
+
+
+def install() -> None:
+    """Register the import hook once; patch modules that are already imported."""
+    if any(type(finder).__name__ == "_PatchFinder" for finder in sys.meta_path):
+        return  # already installed, possibly by another copy of this module
+    sys.meta_path.insert(0, _PatchFinder())
+    for name, (gate, before, after) in _HOOKS.items():
+        module = sys.modules.get(name)
+        if module is not None and after is not None and gate():
+            _safely(after, module)
