@@ -1,0 +1,1 @@
+from . import vrae_elbo  # noqa: F401

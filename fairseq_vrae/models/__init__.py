@@ -1,0 +1,1 @@
+from . import vrae  # noqa: F401

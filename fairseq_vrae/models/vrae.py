@@ -1,0 +1,158 @@
+"""The ``vrae`` model: RNN encoder -> diagonal Gaussian q(z|x) -> RNN decoder given z."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch.nn as nn
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import (
+    FairseqEncoderDecoderModel,
+    register_model,
+    register_model_architecture,
+)
+from fairseq.utils import safe_getattr, safe_hasattr
+
+from .vrae_decoder import VRAEDecoder
+from .vrae_encoder import VRAEEncoder
+
+RNN_CELL_CHOICES = ChoiceEnum(["lstm", "gru"])
+
+
+@dataclass
+class VRAEConfig(FairseqDataclass):
+    embed_dim: int = field(default=256, metadata={"help": "word embedding size"})
+    encoder_cell: RNN_CELL_CHOICES = field(default="lstm", metadata={"help": "encoder RNN cell"})
+    encoder_hidden_size: int = field(default=256, metadata={"help": "encoder hidden size"})
+    encoder_layers: int = field(default=1, metadata={"help": "encoder RNN layers"})
+    encoder_bidirectional: bool = field(
+        default=False, metadata={"help": "read the sentence in both directions"}
+    )
+    latent_dim: int = field(default=32, metadata={"help": "size of the latent code z"})
+    decoder_cell: RNN_CELL_CHOICES = field(default="lstm", metadata={"help": "decoder RNN cell"})
+    decoder_hidden_size: int = field(default=256, metadata={"help": "decoder hidden size"})
+    decoder_layers: int = field(default=1, metadata={"help": "decoder RNN layers"})
+    decoder_latent_input: bool = field(
+        default=False,
+        metadata={"help": "also concatenate z to every decoder input embedding"},
+    )
+    dropout: float = field(default=0.1, metadata={"help": "default for both dropouts"})
+    dropout_in: Optional[float] = field(
+        default=None, metadata={"help": "dropout on embeddings (default: --dropout)"}
+    )
+    dropout_out: Optional[float] = field(
+        default=None,
+        metadata={"help": "dropout on RNN outputs and between layers (default: --dropout)"},
+    )
+    share_embeddings: bool = field(
+        default=False, metadata={"help": "encoder and decoder share one word embedding"}
+    )
+    tie_output_embeddings: bool = field(
+        default=False,
+        metadata={"help": "decoder output layer reuses the decoder input embedding"},
+    )
+    max_target_positions: int = field(
+        default=1024, metadata={"help": "longest sentence the decoder generates"}
+    )
+
+
+def _dropouts(cfg):
+    base = safe_getattr(cfg, "dropout", 0.1)
+    dropout_in = safe_getattr(cfg, "dropout_in", None)
+    dropout_out = safe_getattr(cfg, "dropout_out", None)
+    return (base if dropout_in is None else dropout_in, base if dropout_out is None else dropout_out)
+
+
+@register_model("vrae", dataclass=VRAEConfig)
+class VRAEModel(FairseqEncoderDecoderModel):
+    """Sentence VAE of Bowman et al. (2015), "Generating Sentences from a Continuous Space".
+
+    ``forward`` returns the decoder's logits and an extra dict that also carries the
+    posterior (``mu``, ``logvar``) and the code ``z`` the decoder was given.
+    """
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        vrae_lstm(cfg)
+        dictionary = task.source_dictionary
+        dropout_in, dropout_out = _dropouts(cfg)
+
+        def embedding():
+            return nn.Embedding(len(dictionary), cfg.embed_dim, padding_idx=dictionary.pad())
+
+        encoder_embed = embedding()
+        decoder_embed = encoder_embed if cfg.share_embeddings else embedding()
+        encoder = VRAEEncoder(
+            dictionary,
+            encoder_embed,
+            cell=cfg.encoder_cell,
+            hidden_size=cfg.encoder_hidden_size,
+            num_layers=cfg.encoder_layers,
+            bidirectional=cfg.encoder_bidirectional,
+            latent_dim=cfg.latent_dim,
+            dropout_in=dropout_in,
+            dropout_out=dropout_out,
+        )
+        decoder = VRAEDecoder(
+            dictionary,
+            decoder_embed,
+            cell=cfg.decoder_cell,
+            hidden_size=cfg.decoder_hidden_size,
+            num_layers=cfg.decoder_layers,
+            latent_dim=cfg.latent_dim,
+            latent_input=cfg.decoder_latent_input,
+            dropout_in=dropout_in,
+            dropout_out=dropout_out,
+            tie_output_embeddings=cfg.tie_output_embeddings,
+            max_target_positions=cfg.max_target_positions,
+        )
+        return cls(encoder, decoder)
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+        posterior = self.encoder(src_tokens, src_lengths=src_lengths)
+        logits, extra = self.decoder(prev_output_tokens, encoder_out=posterior)
+        return logits, dict(extra, **posterior)
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        key = "encoder.embed_tokens.weight"
+        if key in state_dict:
+            expected = self.encoder.embed_tokens.weight.size(0)
+            found = state_dict[key].size(0)
+            if found != expected:
+                raise ValueError(
+                    f"dictionary mismatch: the checkpoint was trained with a dictionary of "
+                    f"{found} entries, but the dictionary of the data has {expected}; "
+                    f"use the dict.txt the model was trained with"
+                )
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+# Architectures only fill in defaults (fairseq/models/lstm_lm.py style).
+
+
+@register_model_architecture("vrae", "vrae_lstm")
+def vrae_lstm(cfg):
+    """Li et al. (2019) Penn Treebank sizes: 256-d embeddings and LSTMs, 32-d z."""
+    defaults = VRAEConfig()
+    for name in VRAEConfig.__dataclass_fields__:
+        if not safe_hasattr(cfg, name) or safe_getattr(cfg, name) is None:
+            if name in ("dropout_in", "dropout_out"):
+                continue
+            setattr(cfg, name, getattr(defaults, name))
+
+
+@register_model_architecture("vrae", "vrae_lstm_big")
+def vrae_lstm_big(cfg):
+    """He et al. (2019) Yahoo/Yelp sizes: 512-d embeddings, 1024-d LSTMs, 32-d z."""
+    cfg.embed_dim = safe_getattr(cfg, "embed_dim", 512)
+    cfg.encoder_hidden_size = safe_getattr(cfg, "encoder_hidden_size", 1024)
+    cfg.decoder_hidden_size = safe_getattr(cfg, "decoder_hidden_size", 1024)
+    cfg.decoder_latent_input = safe_getattr(cfg, "decoder_latent_input", True)
+    vrae_lstm(cfg)
+
+
+@register_model_architecture("vrae", "vrae_gru")
+def vrae_gru(cfg):
+    """Bowman-style model with GRU cells (as in common public re-implementations)."""
+    cfg.encoder_cell = safe_getattr(cfg, "encoder_cell", "gru")
+    cfg.decoder_cell = safe_getattr(cfg, "decoder_cell", "gru")
+    vrae_lstm(cfg)

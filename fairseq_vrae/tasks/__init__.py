@@ -1,0 +1,1 @@
+from . import vrae_lm  # noqa: F401
