@@ -9,9 +9,10 @@ imported and patches them then.
 Each fix is gated on the versions it is needed for and is a no-op elsewhere:
 
 * ``dataclass_defaults`` -- Python >= 3.11 rejects dataclass defaults whose class is
-  unhashable, which every nested fairseq/hydra config is (fairseq issue #5012,
-  hydra issue #2262).  Config classes of the ``fairseq`` and ``hydra`` packages get
-  back an identity hash, which restores the Python 3.10 behaviour for them only.
+  unhashable, which every nested fairseq/hydra config is (fairseq issues #5012 and
+  #5634; hydra-core 1.0.x has the same pattern).  Config classes of the ``fairseq``
+  (<= 0.12.2) and ``hydra`` (hydra-core 1.0.x) packages get back an identity hash,
+  which restores the Python 3.10 behaviour for them only.
 * ``checkpoint_safe_globals`` -- torch >= 2.6 loads with ``weights_only=True``;
   fairseq checkpoints hold ``argparse.Namespace`` (legacy model configs such as
   ``lstm_lm``) and a few numpy scalar types.  Those classes are allow-listed;
@@ -68,14 +69,24 @@ def _affected(distribution: str, last_affected: Tuple[int, ...]) -> bool:
 # dataclass defaults (Python >= 3.11)
 
 
-def _in_config_scope(cls: type) -> bool:
-    module = getattr(cls, "__module__", "") or ""
-    top = module.split(".", 1)[0]
-    return top in ("fairseq", "hydra")
+def _config_needs_hash(cls: type) -> bool:
+    """True for a config class of an affected fairseq/hydra release with no hash."""
+    if cls.__hash__ is not None:
+        return False
+    top = (getattr(cls, "__module__", "") or "").split(".", 1)[0]
+    if top == "fairseq":
+        return _affected("fairseq", _LAST_AFFECTED_FAIRSEQ)
+    if top == "hydra":
+        return _affected("hydra-core", _LAST_AFFECTED_HYDRA)
+    return False
 
 
-def fix_dataclass_defaults() -> bool:
-    """Give fairseq/hydra config dataclasses an identity hash (Python >= 3.11 only)."""
+def fix_dataclass_defaults(dataclasses_module=None) -> bool:
+    """Give fairseq/hydra config dataclasses an identity hash (Python >= 3.11 only).
+
+    Installed when ``dataclasses`` is first imported, before any fairseq or hydra
+    module can define a config, whatever import hooks (pytest's) come later.
+    """
     import dataclasses
 
     if sys.version_info < (3, 11) or getattr(dataclasses.dataclass, "_fairseq_vrae", False):
@@ -85,7 +96,7 @@ def fix_dataclass_defaults() -> bool:
     def dataclass(cls=None, /, **kwargs):
         def wrap(target):
             made = original(target, **kwargs)
-            if _in_config_scope(made) and made.__hash__ is None:
+            if _config_needs_hash(made):
                 made.__hash__ = object.__hash__
             return made
 
@@ -202,14 +213,13 @@ def _fairseq_affected() -> bool:
     return _affected("fairseq", _LAST_AFFECTED_FAIRSEQ)
 
 
+def _always() -> bool:
+    return True
+
+
 #: module name -> (gate, patch run before the module executes, patch run after)
 _HOOKS: Dict[str, Tuple[Callable[[], bool], Optional[Callable], Optional[Callable]]] = {
-    "fairseq": (_fairseq_affected, lambda _m: fix_dataclass_defaults(), None),
-    "hydra": (
-        lambda: _affected("hydra-core", _LAST_AFFECTED_HYDRA),
-        lambda _m: fix_dataclass_defaults(),
-        None,
-    ),
+    "dataclasses": (_always, None, fix_dataclass_defaults),
     "fairseq.checkpoint_utils": (_fairseq_affected, None, fix_checkpoint_loading),
     "fairseq.distributed.utils": (_fairseq_affected, None, fix_broadcast_object),
     "fairseq.options": (_fairseq_affected, None, fix_bf16_tpu),

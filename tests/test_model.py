@@ -1,0 +1,190 @@
+import argparse
+
+import pytest
+import torch
+from fairseq.data import Dictionary
+
+from fairseq_vrae.criterions.vrae_elbo import VRAEELBOConfig, VRAEELBOCriterion, apply_word_dropout
+from fairseq_vrae.models.vrae import VRAEConfig, VRAEModel
+
+
+class TinyTask:
+    def __init__(self, dictionary):
+        self.dictionary = dictionary
+        self.source_dictionary = self.target_dictionary = dictionary
+
+
+def make_dictionary(words=40):
+    dictionary = Dictionary()
+    for i in range(words):
+        dictionary.add_symbol(f"w{i}")
+    dictionary.finalize(padding_factor=1)
+    return dictionary
+
+
+def build(dictionary, **overrides):
+    cfg = VRAEConfig(embed_dim=12, encoder_hidden_size=10, decoder_hidden_size=14, latent_dim=5, dropout=0.0)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    torch.manual_seed(0)
+    return VRAEModel.build_model(cfg, TinyTask(dictionary))
+
+
+def make_batch(dictionary, lengths, seed=0):
+    """Right-padded source ``w.. </s>``, decoder input ``</s> w..``, target ``w.. </s>``."""
+    generator = torch.Generator().manual_seed(seed)
+    nspecial = dictionary.nspecial
+    width = max(lengths)
+    src = torch.full((len(lengths), width), dictionary.pad())
+    prev = torch.full((len(lengths), width), dictionary.pad())
+    for row, length in enumerate(lengths):
+        words = torch.randint(nspecial, len(dictionary), (length - 1,), generator=generator)
+        sentence = torch.cat([words, torch.tensor([dictionary.eos()])])
+        src[row, :length] = sentence
+        prev[row, :length] = torch.cat([torch.tensor([dictionary.eos()]), words])
+    return {
+        "net_input": {
+            "src_tokens": src,
+            "src_lengths": torch.tensor(lengths),
+            "prev_output_tokens": prev,
+        },
+        "target": src.clone(),
+        "ntokens": sum(lengths),
+        "nsentences": len(lengths),
+    }
+
+
+ARCH_OPTIONS = [
+    {},
+    {"encoder_bidirectional": True, "encoder_layers": 2, "decoder_layers": 2},
+    {"encoder_cell": "gru", "decoder_cell": "gru", "encoder_bidirectional": True},
+    {"decoder_latent_input": True, "tie_output_embeddings": True, "share_embeddings": True},
+]
+
+
+@pytest.mark.parametrize("options", ARCH_OPTIONS)
+def test_posterior_mean_does_not_depend_on_padding(options):
+    dictionary = make_dictionary()
+    model = build(dictionary, **options).eval()
+    batch = make_batch(dictionary, [4, 9, 6])
+    with torch.no_grad():
+        together = model.encoder(**{k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"})
+        for row in range(3):
+            length = int(batch["net_input"]["src_lengths"][row])
+            alone = model.encoder(batch["net_input"]["src_tokens"][row : row + 1, :length])
+            assert torch.allclose(alone["mu"][0], together["mu"][row], atol=1e-6)
+            assert torch.allclose(alone["logvar"][0], together["logvar"][row], atol=1e-6)
+
+
+@pytest.mark.parametrize("options", ARCH_OPTIONS)
+def test_every_parameter_gets_a_gradient_including_the_encoder(options):
+    dictionary = make_dictionary()
+    model = build(dictionary, **options).train()
+    criterion = VRAEELBOCriterion(VRAEELBOConfig(kl_schedule="constant", max_update=0), TinyTask(dictionary))
+    loss, _, _ = criterion(model, make_batch(dictionary, [5, 7, 3]))
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+    encoder_grad = sum(p.grad.abs().sum() for p in model.encoder.parameters())
+    assert encoder_grad > 0
+    # the reconstruction term alone also reaches the encoder, through z
+    model.zero_grad()
+    logits, extra = model(**make_batch(dictionary, [5, 7, 3])["net_input"])
+    logits.sum().backward()
+    assert model.encoder.posterior.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("options", ARCH_OPTIONS)
+def test_incremental_decoding_matches_a_full_pass(options):
+    dictionary = make_dictionary()
+    model = build(dictionary, **options).eval()
+    batch = make_batch(dictionary, [6, 6])
+    encoder_out = model.encoder(batch["net_input"]["src_tokens"])
+    prev = batch["net_input"]["prev_output_tokens"]
+    with torch.no_grad():
+        full, _ = model.decoder(prev, encoder_out=encoder_out)
+        state = {}
+        steps = [model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)[0] for t in range(prev.size(1))]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+
+
+def test_reordering_follows_the_beam():
+    dictionary = make_dictionary()
+    model = build(dictionary).eval()
+    batch = make_batch(dictionary, [5, 5, 5])
+    encoder_out = model.encoder(batch["net_input"]["src_tokens"])
+    order = torch.tensor([2, 0, 2])
+    moved = model.encoder.reorder_encoder_out(encoder_out, order)
+    assert torch.equal(moved["z"], encoder_out["z"][order])
+
+
+def test_posterior_mean_mode_is_deterministic_and_sampling_is_not():
+    dictionary = make_dictionary()
+    model = build(dictionary).eval()
+    tokens = make_batch(dictionary, [5])["net_input"]["src_tokens"]
+    sampled = [model.encoder(tokens)["z"] for _ in range(2)]
+    assert not torch.equal(sampled[0], sampled[1])
+    model.encoder.sample_posterior = False
+    out = model.encoder(tokens)
+    assert torch.equal(out["z"], out["mu"])
+
+
+def test_word_dropout_never_touches_special_tokens():
+    dictionary = make_dictionary()
+    batch = make_batch(dictionary, [12, 3, 8], seed=3)
+    tokens = batch["net_input"]["prev_output_tokens"]
+    torch.manual_seed(0)
+    dropped = apply_word_dropout(tokens, 1.0, dictionary)
+    special = tokens.eq(dictionary.eos()) | tokens.eq(dictionary.pad()) | tokens.eq(dictionary.bos())
+    assert torch.equal(dropped[special], tokens[special])
+    assert dropped[~special].eq(dictionary.unk()).all()
+    assert torch.equal(apply_word_dropout(tokens, 0.0, dictionary), tokens)
+    torch.manual_seed(0)
+    half = apply_word_dropout(tokens.repeat(200, 1), 0.5, dictionary)
+    words = ~special.repeat(200, 1)
+    rate = half[words].eq(dictionary.unk()).float().mean().item()
+    assert 0.45 < rate < 0.55
+
+
+class Spy(torch.nn.Module):
+    """Wraps a model and records the decoder inputs it is given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, **net_input):
+        self.seen.append(net_input["prev_output_tokens"].clone())
+        return self.model(**net_input)
+
+
+def test_word_dropout_only_in_training_and_validation_reports_the_true_bound():
+    dictionary = make_dictionary()
+    model = build(dictionary)
+    # a floor far above the KL at initialisation makes the free-bits term exactly B * D * 50
+    cfg = VRAEELBOConfig(kl_schedule="linear", kl_warmup_updates=100, word_dropout=1.0, free_bits=50.0, max_update=0)
+    criterion = VRAEELBOCriterion(cfg, TinyTask(dictionary))
+    criterion.set_num_updates(10)  # beta = 0.1
+    batch = make_batch(dictionary, [6, 4])
+    spy = Spy(model)
+    spy.train()
+    loss, sample_size, log = criterion(spy, batch)
+    assert not torch.equal(spy.seen[-1], batch["net_input"]["prev_output_tokens"])
+    assert log["kl_weight"] == pytest.approx(0.1 * 2)
+    assert log["kl"].item() < 2 * 5 * 50
+    assert loss.item() == pytest.approx(log["rec"].item() + 0.1 * (2 * 5 * 50.0), rel=1e-5)
+
+    spy.eval()
+    loss, sample_size, log = criterion(spy, batch)
+    assert torch.equal(spy.seen[-1], batch["net_input"]["prev_output_tokens"])
+    assert log["kl_weight"] == pytest.approx(2.0)  # beta = 1 per sentence
+    assert loss.item() == pytest.approx(log["rec"].item() + log["kl"].item(), rel=1e-6)
+    assert sample_size == batch["ntokens"]
+
+
+def test_checkpoint_with_another_dictionary_is_refused_with_both_sizes():
+    small, large = make_dictionary(30), make_dictionary(50)
+    trained = build(small)
+    other = build(large)
+    with pytest.raises(ValueError, match=rf"{len(small)} entries.*{len(large)}"):
+        other.load_state_dict(trained.state_dict())

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from fairseq_vrae import vae_math
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    torch.manual_seed(0)
+    mu = torch.randn(3, 5)
+    logvar = torch.randn(3, 5).clamp(-2, 2)
+    closed = vae_math.gaussian_kl(mu, logvar).sum(-1)
+    samples = 200_000
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(samples, 3, 5)
+    estimate = (vae_math.log_normal(z, mu, logvar) - vae_math.log_standard_normal(z)).mean(0)
+    assert torch.allclose(closed, estimate, atol=0.03), (closed, estimate)
+
+
+def test_gaussian_kl_is_zero_only_at_the_prior():
+    zero = vae_math.gaussian_kl(torch.zeros(2, 4), torch.zeros(2, 4))
+    assert torch.equal(zero, torch.zeros(2, 4))
+    assert (vae_math.gaussian_kl(torch.full((2, 4), 0.1), torch.zeros(2, 4)) > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_give_float32_kl(dtype):
+    torch.manual_seed(1)
+    mu, logvar = torch.randn(8, 32) * 3, torch.randn(8, 32) * 4
+    low = vae_math.gaussian_kl(mu.to(dtype), logvar.to(dtype))
+    assert low.dtype == torch.float32
+    reference = vae_math.gaussian_kl(mu.to(dtype).float(), logvar.to(dtype).float())
+    assert torch.allclose(low, reference)
+    # exp(logvar) at the clamp's top is beyond fp16's range only if computed in fp16
+    big = vae_math.gaussian_kl(torch.zeros(1, 1, dtype=dtype), torch.full((1, 1), 10.0, dtype=dtype))
+    assert torch.isfinite(big).all()
+
+
+def test_reparameterize_is_differentiable_and_has_the_right_moments():
+    torch.manual_seed(2)
+    mu = torch.tensor([1.5, -2.0], requires_grad=True)
+    logvar = torch.tensor([0.0, math.log(4.0)], requires_grad=True)
+    z = vae_math.reparameterize(mu.expand(100_000, 2), logvar.expand(100_000, 2))
+    assert torch.allclose(z.mean(0), mu.detach(), atol=0.03)
+    assert torch.allclose(z.std(0), torch.tensor([1.0, 2.0]), atol=0.03)
+    z.sum().backward()
+    assert mu.grad is not None and logvar.grad is not None
+    assert torch.all(mu.grad != 0) and torch.all(logvar.grad != 0)
+
+
+def test_free_bits_floors_the_batch_mean_per_dimension():
+    kl = torch.tensor([[0.0, 2.0, 0.1], [0.2, 4.0, 0.1]])  # batch means: 0.1, 3.0, 0.1
+    assert vae_math.free_bits_kl(kl, 0.5).item() == pytest.approx(2 * (0.5 + 3.0 + 0.5))
+    assert vae_math.free_bits_kl(kl, 0.0).item() == pytest.approx(kl.sum().item())
+
+
+def test_logistic_schedule():
+    w = lambda t: vae_math.kl_weight("logistic", t, steepness=0.01, midpoint=1000)
+    assert w(1000) == pytest.approx(0.5)
+    assert w(0) == pytest.approx(1 / (1 + math.exp(10)))
+    assert w(3000) == pytest.approx(1 / (1 + math.exp(-20)))
+    assert vae_math.kl_weight("logistic", 10**6, steepness=0.01, midpoint=1000, final_weight=0.8) == pytest.approx(0.8)
+    assert vae_math.kl_weight("logistic", -10**6, steepness=1.0, midpoint=0) == 0.0
+
+
+def test_linear_schedule():
+    w = lambda t: vae_math.kl_weight("linear", t, warmup_updates=200)
+    assert [w(0), w(50), w(100), w(200), w(10_000)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_cyclical_schedule_follows_fu_et_al():
+    w = lambda t: vae_math.kl_weight("cyclical", t, total_updates=400, cycles=4, rising=0.5)
+    # period 100: rise over 50 updates, plateau for 50, restart
+    assert [w(0), w(25), w(50), w(99), w(100), w(125), w(399), w(400), w(5000)] == [
+        0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0,
+    ]
+    with pytest.raises(ValueError, match="max-update"):
+        vae_math.kl_weight("cyclical", 3, total_updates=0)
+
+
+def test_constant_schedule_and_unknown_name():
+    assert vae_math.kl_weight("constant", 12345, final_weight=0.3) == 0.3
+    with pytest.raises(ValueError, match="unknown KL schedule"):
+        vae_math.kl_weight("exponential", 1)
