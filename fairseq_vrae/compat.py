@@ -226,6 +226,16 @@ _HOOKS: Dict[str, Tuple[Callable[[], bool], Optional[Callable], Optional[Callabl
 }
 
 
+#: module name -> the name of its fix (as listed in APPLIED and accepted by DISABLE_VARIABLE)
+FIX_NAMES = {
+    "dataclasses": "dataclass_defaults",
+    "fairseq.checkpoint_utils": "checkpoint_safe_globals",
+    "fairseq.distributed.utils": "broadcast_object",
+    "fairseq.options": "bf16_without_tpu",
+}
+DISABLE_VARIABLE = "FAIRSEQ_VRAE_COMPAT_DISABLE"
+
+
 class _PatchingLoader(importlib.abc.Loader):
     def __init__(self, inner, before, after):
         self._inner, self._before, self._after = inner, before, after
@@ -274,10 +284,21 @@ class _PatchFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _disabled() -> set:
+    """Fixes named in FAIRSEQ_VRAE_COMPAT_DISABLE (comma-separated) are not applied."""
+    import os
+
+    return {name.strip() for name in os.environ.get(DISABLE_VARIABLE, "").split(",") if name.strip()}
+
+
 def install() -> None:
     """Register the import hook once; patch modules that are already imported."""
     if any(type(finder).__name__ == "_PatchFinder" for finder in sys.meta_path):
         return  # already installed, possibly by another copy of this module
+    disabled = _disabled()
+    for name, (gate, before, after) in list(_HOOKS.items()):
+        if FIX_NAMES[name] in disabled:
+            del _HOOKS[name]
     sys.meta_path.insert(0, _PatchFinder())
     for name, (gate, before, after) in _HOOKS.items():
         module = sys.modules.get(name)

@@ -38,6 +38,7 @@ def random_sentences(count: int, seed: int = 0, min_len: int = 3, max_len: int =
 
 def binarize(workdir: str, splits: Dict[str, Sequence[str]], srcdict: str = None) -> str:
     """Write each split to text and run fairseq-preprocess --only-source; return destdir."""
+    os.makedirs(workdir, exist_ok=True)
     destdir = os.path.join(workdir, "bin")
     argv = ["--only-source", "--destdir", destdir, "--workers", "1"]
     for split, sentences in splits.items():

@@ -1,0 +1,136 @@
+"""The start-up hook and each fairseq 0.12.2 compatibility fix."""
+
+import argparse
+import dataclasses
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fairseq_vrae import compat
+
+
+def run_python(code: str, **env) -> str:
+    environment = dict(os.environ, **env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+def test_startup_hook_is_loaded_without_torch_or_fairseq():
+    out = run_python(
+        "import sys; print('fairseq_vrae.compat' in sys.modules, 'torch' in sys.modules, "
+        "'fairseq' in sys.modules, 'fairseq_vrae' in sys.modules, "
+        "sum(type(f).__name__ == '_PatchFinder' for f in sys.meta_path))"
+    )
+    assert out == "True False False False 1"
+
+
+def test_the_hook_is_an_installed_file_that_uninstall_removes():
+    import site
+
+    site_dirs = site.getsitepackages()
+    installed = list(importlib.metadata.Distribution.discover(name="fairseq-vrae", path=site_dirs))
+    assert installed, "fairseq-vrae is not installed in this environment"
+    files = [str(f) for f in installed[0].files]
+    assert "fairseq_vrae_compat.pth" in files  # in RECORD, so pip uninstall deletes it
+    hooks = [os.path.join(d, "fairseq_vrae_compat.pth") for d in site_dirs]
+    assert any(os.path.exists(h) for h in hooks)
+
+
+def test_fairseq_imports_and_the_fixes_apply_in_a_fresh_interpreter():
+    out = run_python(
+        "import fairseq, fairseq.options, fairseq.checkpoint_utils, fairseq.distributed.utils, sys;"
+        "print(sorted(sys.modules['fairseq_vrae.compat'].APPLIED))"
+    )
+    expected = ["bf16_without_tpu", "broadcast_object", "checkpoint_safe_globals"]
+    if sys.version_info >= (3, 11):
+        expected.append("dataclass_defaults")
+    assert out == str(sorted(expected))
+
+
+def test_a_fix_can_be_switched_off_by_name():
+    out = run_python(
+        "import fairseq.options, sys; print(sorted(sys.modules['fairseq_vrae.compat'].APPLIED))",
+        FAIRSEQ_VRAE_COMPAT_DISABLE="bf16_without_tpu",
+    )
+    assert "bf16_without_tpu" not in out and "checkpoint_safe_globals" in out
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the dataclass check is new in 3.11")
+def test_dataclass_fix_is_scoped_to_fairseq_and_hydra():
+    def config_classes(module):
+        inner = type("Inner", (), {"__module__": module, "__annotations__": {"x": int}, "x": 1})
+        inner = dataclasses.dataclass(inner)
+        outer = type("Outer", (), {"__module__": module, "__annotations__": {"inner": inner}, "inner": inner()})
+        return dataclasses.dataclass(outer)
+
+    made = config_classes("hydra.conf.example")
+    assert made().inner.x == 1
+    with pytest.raises(ValueError, match="mutable default"):
+        config_classes("someone_else.configs")
+
+
+def test_dataclass_fix_is_a_no_op_for_a_fixed_release(monkeypatch):
+    monkeypatch.setattr(compat, "_installed_version", lambda name: (0, 13, 0) if name == "fairseq" else (1, 3, 2))
+    probe = type("Probe", (), {"__module__": "fairseq.dataclass.configs", "__hash__": None})
+    assert not compat._config_needs_hash(probe)
+    assert not compat._fairseq_affected()
+    monkeypatch.setattr(compat, "_installed_version", lambda name: (0, 12, 2))
+    assert compat._config_needs_hash(probe) and compat._fairseq_affected()
+
+
+class NotAllowed:
+    pass
+
+
+def test_checkpoints_load_with_weights_only_still_on(tmp_path):
+    import fairseq.checkpoint_utils  # noqa: F401  (applies the fix)
+
+    path = tmp_path / "state.pt"
+    torch.save({"args": argparse.Namespace(arch="lstm_lm", lr=[0.1]), "best": np.float64(3.5), "w": torch.ones(2)}, path)
+    state = torch.load(path, weights_only=True)
+    assert state["args"].arch == "lstm_lm" and state["best"] == 3.5
+    torch.save({"evil": NotAllowed()}, tmp_path / "other.pt")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        torch.load(tmp_path / "other.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("argv, tpu", [(["--bf16"], False), (["--bf16", "--tpu"], True), ([], False)])
+def test_bf16_no_longer_forces_tpu_mode(argv, tpu):
+    from fairseq import options
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, ["/tmp/data", "--arch", "lstm_lm", "--task", "language_modeling", *argv])
+    assert args.tpu is tpu
+    assert args.bf16 is ("--bf16" in argv)
+
+
+def _two_ranks(rank, init_file, results):
+    import torch.distributed as dist
+    from fairseq.distributed import utils as distributed_utils
+    from omegaconf import OmegaConf
+
+    from fairseq_vrae.tasks.vrae_lm import decorrelate_workers
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    state = {"cfg": OmegaConf.create({"model": {"arch": "vrae_lstm"}}), "w": torch.arange(3.0)} if rank == 0 else None
+    received = distributed_utils.broadcast_object(state, src_rank=0, group=dist.group.WORLD)
+    torch.manual_seed(123)  # what fairseq does on every worker before each step
+    decorrelate_workers()
+    results[rank] = (received["cfg"].model.arch, received["w"].tolist(), torch.randn(4).tolist())
+    dist.destroy_process_group()
+
+
+def test_resume_state_broadcast_and_per_worker_noise(tmp_path):
+    import torch.multiprocessing as mp
+
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_two_ranks, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+    assert results[1][:2] == ("vrae_lstm", [0.0, 1.0, 2.0])
+    assert results[0][2] != results[1][2]

@@ -1,0 +1,73 @@
+"""fairseq-preprocess -> fairseq-train -> resume, in process, on a tiny corpus."""
+
+import os
+
+import pytest
+import torch
+
+import helpers
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("corpus"))
+    return helpers.binarize(
+        workdir,
+        {"train": helpers.random_sentences(80, seed=0), "valid": helpers.random_sentences(12, seed=1)},
+    )
+
+
+SCHEDULE = ["--kl-schedule", "linear", "--kl-warmup-updates", "8", "--word-dropout", "0.3"]
+
+
+def by_update(records):
+    return {int(r["num_updates"]): r for r in helpers.train_inner_records(records)}
+
+
+def test_resume_continues_the_update_count_and_the_kl_weight(data, tmp_path):
+    straight = by_update(
+        helpers.run_train(helpers.vrae_train_args(data, str(tmp_path / "a"), SCHEDULE + ["--max-update", "6"]))
+    )
+    assert sorted(straight) == [1, 2, 3, 4, 5, 6]
+    # update k is computed with beta(k - 1) = (k - 1) / 8
+    for update, record in straight.items():
+        assert float(record["kl_weight"]) == pytest.approx((update - 1) / 8, abs=1e-4)
+        assert float(record["kl"]) > 0
+
+    save_dir = str(tmp_path / "b")
+    first = by_update(helpers.run_train(helpers.vrae_train_args(data, save_dir, SCHEDULE + ["--max-update", "3"])))
+    assert sorted(first) == [1, 2, 3]
+    state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=True)
+    assert state["optimizer_history"][-1]["num_updates"] == 3
+
+    resumed = by_update(helpers.run_train(helpers.vrae_train_args(data, save_dir, SCHEDULE + ["--max-update", "6"])))
+    assert sorted(resumed) == [4, 5, 6]
+    for update in (4, 5, 6):
+        assert float(resumed[update]["kl_weight"]) == float(straight[update]["kl_weight"])
+    state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=True)
+    assert state["optimizer_history"][-1]["num_updates"] == 6
+
+
+def test_validation_reports_the_true_bound(data, tmp_path):
+    records = helpers.run_train(
+        helpers.vrae_train_args(
+            data, str(tmp_path / "c"),
+            ["--kl-schedule", "constant", "--kl-weight", "0.2", "--word-dropout", "0.5", "--free-bits", "0.5", "--max-update", "4"],
+        )
+    )
+    valid = [r for r in records if r.get("_logger") == "valid"][-1]
+    assert float(valid["valid_kl_weight"]) == 1.0
+    elbo = float(valid["valid_rec"]) + float(valid["valid_kl"])
+    assert float(valid["valid_elbo"]) == pytest.approx(elbo, abs=2e-3)
+    # 2 ** loss (bits per token) is the bound's perplexity
+    assert 2 ** float(valid["valid_loss"]) == pytest.approx(float(valid["valid_ppl"]), rel=2e-3)
+    train = [r for r in records if r.get("_logger") == "train_inner"]
+    assert all(float(r["kl_weight"]) == pytest.approx(0.2) for r in train)
+
+
+def test_validation_ppl_falls_as_the_model_trains(data, tmp_path):
+    records = helpers.run_train(
+        helpers.vrae_train_args(data, str(tmp_path / "d"), ["--kl-schedule", "constant", "--max-epoch", "3"])
+    )
+    ppl = [float(r["valid_ppl"]) for r in records if r.get("_logger") == "valid"]
+    assert len(ppl) == 3 and ppl[-1] < ppl[0]
