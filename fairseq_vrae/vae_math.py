@@ -120,3 +120,37 @@ def kl_weight(
     else:
         raise ValueError(f"unknown KL schedule {schedule!r}")
     return final_weight * shape
+
+
+# --------------------------------------------------------------------------------------
+# latent codes for generation
+
+
+def interpolate_latents(start: Tensor, end: Tensor, weights: Tensor, method: str = "linear") -> Tensor:
+    """Points between ``start`` and ``end`` (``(batch, dim)``) at ``weights`` in [0, 1].
+
+    ``spherical`` follows the great circle between the two codes (slerp), which keeps
+    the norm typical of samples from a high-dimensional Gaussian; it falls back to
+    linear interpolation for (nearly) parallel codes.
+    """
+    a, b = start.float(), end.float()
+    t = weights.float().view(-1, 1)
+    if method == "linear":
+        return (1 - t) * a + t * b
+    if method != "spherical":
+        raise ValueError(f"unknown interpolation {method!r}")
+    cosine = (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)).clamp(min=1e-12)
+    omega = torch.acos(cosine.clamp(-1 + 1e-7, 1 - 1e-7))
+    sin_omega = torch.sin(omega)
+    spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin_omega
+    linear = (1 - t) * a + t * b
+    return torch.where(sin_omega.abs() < 1e-6, linear, spherical)
+
+
+def prior_latents(sample_ids: Tensor, dim: int, seed: int) -> Tensor:
+    """z ~ N(0, I) for each sample id, fixed by (seed, id) whatever the batching."""
+    codes = []
+    for sample_id in sample_ids.tolist():
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + int(sample_id)) % (2**63 - 1))
+        codes.append(torch.randn(dim, generator=generator))
+    return torch.stack(codes) if codes else torch.zeros(0, dim)

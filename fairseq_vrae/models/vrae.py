@@ -107,6 +107,30 @@ class VRAEModel(FairseqEncoderDecoderModel):
         )
         return cls(encoder, decoder)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str,
+        checkpoint_file: str = "checkpoint_best.pt",
+        data_name_or_path: str = ".",
+        **kwargs,
+    ):
+        """Load a trained checkpoint as a :class:`VRAEHubInterface`.
+
+        ``model_name_or_path`` is the folder holding ``checkpoint_file``;
+        ``data_name_or_path`` the folder with the ``dict.txt`` it was trained with
+        (relative to the model folder when it starts with "."). Other keywords
+        override the saved configuration, e.g. ``tokenizer="moses"``.
+        """
+        from fairseq import hub_utils
+
+        from ..hub_interface import VRAEHubInterface
+
+        loaded = hub_utils.from_pretrained(
+            model_name_or_path, checkpoint_file, data_name_or_path, archive_map=cls.hub_models(), **kwargs
+        )
+        return VRAEHubInterface(loaded["args"], loaded["task"], loaded["models"])
+
     def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
         posterior = self.encoder(src_tokens, src_lengths=src_lengths)
         logits, extra = self.decoder(prev_output_tokens, encoder_out=posterior)

@@ -77,6 +77,7 @@ class VRAEEncoder(FairseqEncoder):
         src_tokens: Tensor,
         src_lengths: Optional[Tensor] = None,
         latent: Optional[Tensor] = None,
+        **unused,
     ) -> Dict[str, Tensor]:
         if latent is not None:
             # a given code is a point mass: the smallest variance the model represents

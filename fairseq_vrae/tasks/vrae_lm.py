@@ -11,12 +11,18 @@ from fairseq import utils
 from fairseq.data import BaseWrapperDataset, Dictionary, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.distributed import utils as distributed_utils
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
+
+from ..generation_datasets import ObservedPrefixDataset, PriorSampleDataset, SentencePairDataset
+from ..vae_math import interpolate_latents, prior_latents
 
 logger = logging.getLogger(__name__)
 
 LONG_SENTENCE_POLICIES = ChoiceEnum(["skip", "truncate"])
+LATENT_MODES = ChoiceEnum(["posterior-mean", "posterior-sample", "prior", "interpolate", "impute"])
+INTERPOLATIONS = ChoiceEnum(["linear", "spherical"])
 
 
 @dataclass
@@ -32,6 +38,28 @@ class VRAELanguageModelingConfig(FairseqDataclass):
     long_sentences: LONG_SENTENCE_POLICIES = field(
         default="skip",
         metadata={"help": "what to do with longer sentences: skip them or truncate them"},
+    )
+    latent_mode: LATENT_MODES = field(
+        default="posterior-mean",
+        metadata={
+            "help": "generation: decode each sentence's posterior mean (reconstruction) or a "
+            "posterior sample, samples from the prior, interpolations between consecutive "
+            "sentences, or completions of sentences whose end is removed"
+        },
+    )
+    num_samples: int = field(
+        default=0, metadata={"help": "--latent-mode prior: how many sentences to sample"}
+    )
+    interpolation_steps: int = field(
+        default=5,
+        metadata={"help": "--latent-mode interpolate: points strictly between the two codes"},
+    )
+    interpolation: INTERPOLATIONS = field(
+        default="linear", metadata={"help": "--latent-mode interpolate: path between the codes"}
+    )
+    impute_fraction: float = field(
+        default=0.2,
+        metadata={"help": "--latent-mode impute: final fraction of each sentence to fill in"},
     )
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
@@ -86,6 +114,10 @@ class VRAELanguageModelingTask(FairseqTask):
         self.dictionary = dictionary
         if cfg.max_sentence_length < 2:
             raise ValueError("--max-sentence-length must be at least 2 (a word and </s>)")
+        if cfg.latent_mode == "prior" and cfg.num_samples <= 0:
+            raise ValueError("--latent-mode prior needs --num-samples N (how many sentences to sample)")
+        if cfg.latent_mode == "interpolate" and cfg.interpolation_steps < 0:
+            raise ValueError("--interpolation-steps must be >= 0")
 
     @classmethod
     def setup_task(cls, cfg: VRAELanguageModelingConfig, **kwargs):
@@ -117,6 +149,9 @@ class VRAELanguageModelingTask(FairseqTask):
     # data
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        if self.cfg.latent_mode == "prior":
+            self.datasets[split] = PriorSampleDataset(self.cfg.num_samples, self.dictionary)
+            return
         paths = utils.split_paths(self.cfg.data)
         data_path = paths[(epoch - 1) % len(paths)]
         split_path = os.path.join(data_path, split)
@@ -148,14 +183,23 @@ class VRAELanguageModelingTask(FairseqTask):
             f"{self.cfg.max_sentence_length} tokens "
             f"{'truncated' if self.cfg.long_sentences == 'truncate' else 'skipped'}"
         )
-        dataset = self.sentence_pairs(sentences)
+        dataset = self.dataset_for_mode(sentences)
         self.datasets[split] = dataset
         return dataset
 
-    def sentence_pairs(self, sentences) -> LanguagePairDataset:
+    def dataset_for_mode(self, sentences):
+        """Training/reconstruction pairs, or the inputs the generation mode needs."""
+        mode = self.cfg.latent_mode
+        if mode == "prior":
+            return PriorSampleDataset(self.cfg.num_samples, self.dictionary)
+        if mode == "interpolate":
+            return SentencePairDataset(sentences, self.dictionary)
+        source = sentences
+        if mode == "impute":
+            source = ObservedPrefixDataset(sentences, self.cfg.impute_fraction, self.dictionary.eos())
         return LanguagePairDataset(
-            sentences,
-            sentences.sizes,
+            source,
+            source.sizes,
             self.dictionary,
             tgt=sentences,
             tgt_sizes=sentences.sizes,
@@ -171,14 +215,123 @@ class VRAELanguageModelingTask(FairseqTask):
 
         Counts were logged when the split was loaded; this never raises for length.
         """
-        sizes = np.asarray(dataset.src_sizes)[indices]
+        sizes = getattr(dataset, "src_sizes", None)
+        if sizes is None:  # prior samples and interpolation pairs: nothing to drop
+            return indices
+        sizes = np.asarray(sizes)[indices]
         keep = (sizes > 1) & (sizes <= self.cfg.max_sentence_length)
         return indices[keep]
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
-        return LanguagePairDataset(
-            src_tokens, src_lengths, self.dictionary, left_pad_source=False
+        """Inputs from fairseq-interactive or the hub interface, for the current mode."""
+        sentences = ListWithSizes(src_tokens, src_lengths)
+        if self.cfg.latent_mode in ("prior", "interpolate", "impute"):
+            return self.dataset_for_mode(sentences)
+        return LanguagePairDataset(src_tokens, src_lengths, self.dictionary, left_pad_source=False)
+
+    def get_interactive_tokens_and_lengths(self, lines, encode_fn):
+        """Input lines -> token ids; empty lines are skipped with a message.
+
+        In interpolate mode each line holds two sentences separated by a tab.
+        """
+        sentences = []
+        for number, line in enumerate(lines):
+            parts = line.split("\t") if self.cfg.latent_mode == "interpolate" else [line]
+            if self.cfg.latent_mode == "interpolate" and len(parts) != 2:
+                logger.warning(f"skipping input {number}: interpolate mode needs two sentences separated by a tab")
+                continue
+            if any(not part.strip() for part in parts):
+                logger.warning(f"skipping input {number}: empty sentence")
+                continue
+            sentences += parts
+        tokens = [
+            self.dictionary.encode_line(encode_fn(sentence), add_if_not_exist=False).long()
+            for sentence in sentences
+        ]
+        return tokens, [t.numel() for t in tokens]
+
+    # ----------------------------------------------------------------------------------
+    # models and generation
+
+    def build_model(self, cfg, from_checkpoint=False):
+        name = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
+        model_class = ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)
+        from ..models.vrae import VRAEModel
+
+        if model_class is not None and not issubclass(model_class, VRAEModel):
+            raise ValueError(
+                f"the vrae_lm task needs a vrae model, but this checkpoint/configuration holds "
+                f"a {name!r} model ({model_class.__name__})"
+            )
+        return super().build_model(cfg, from_checkpoint)
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        if self.cfg.latent_mode == "interpolate":
+            # one hypothesis per point; let the stock commands print all of them
+            points = self.cfg.interpolation_steps + 2
+            if getattr(args, "nbest", 1) < points:
+                args.nbest = points
+        return super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
         )
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """Decode the latent code the mode asks for, with any fairseq search."""
+        mode = self.cfg.latent_mode
+        encoders = [model.encoder for model in models]
+        for encoder in encoders:
+            encoder.sample_posterior = mode == "posterior-sample"
+        try:
+            with torch.no_grad():
+                if mode == "prior":
+                    return self._decode_latent(generator, models, sample, self._prior_codes(models, sample))
+                if mode == "interpolate":
+                    return self._interpolate(generator, models, sample)
+                if mode == "impute":
+                    observed = sample["net_input"]["src_tokens"]
+                    prefix = observed.masked_fill(observed.eq(self.dictionary.eos()), self.dictionary.pad())
+                    prefix = prefix[:, : max(1, int(prefix.ne(self.dictionary.pad()).sum(1).max()))]
+                    return generator.generate(models, sample, prefix_tokens=prefix)
+                return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
+        finally:
+            for encoder in encoders:
+                encoder.sample_posterior = True
+
+    def _prior_codes(self, models, sample):
+        ids = sample["net_input"]["prior_sample_ids"]
+        latent_dim = models[0].encoder.latent_dim
+        return prior_latents(ids.cpu(), latent_dim, self.cfg.seed).to(ids.device)
+
+    def _decode_latent(self, generator, models, sample, latent):
+        net_input = {k: v for k, v in sample["net_input"].items() if k not in ("other_tokens", "prior_sample_ids")}
+        net_input["latent"] = latent.to(next(models[0].parameters()).dtype)
+        return generator.generate(models, dict(sample, net_input=net_input))
+
+    def _interpolate(self, generator, models, sample):
+        """K+2 hypotheses per pair: both posterior means and K evenly spaced points between."""
+        net_input = sample["net_input"]
+        encoder = models[0].encoder
+        start = encoder(net_input["src_tokens"])["mu"]
+        end = encoder(net_input["other_tokens"])["mu"]
+        points = self.cfg.interpolation_steps + 2
+        weights = torch.linspace(0.0, 1.0, points, device=start.device)
+        pairs = start.size(0)
+        # (pair, point) flattened pair-major
+        codes = interpolate_latents(
+            start.repeat_interleave(points, 0),
+            end.repeat_interleave(points, 0),
+            weights.repeat(pairs),
+            self.cfg.interpolation,
+        )
+        expanded = {
+            "id": sample["id"].repeat_interleave(points),
+            "net_input": {
+                "src_tokens": net_input["src_tokens"].repeat_interleave(points, 0),
+                "src_lengths": net_input["src_lengths"].repeat_interleave(points, 0),
+            },
+        }
+        hypos = self._decode_latent(generator, models, expanded, codes)
+        return [[hypos[p * points + j][0] for j in range(points)] for p in range(pairs)]
 
     # ----------------------------------------------------------------------------------
     # training
@@ -190,6 +343,14 @@ class VRAELanguageModelingTask(FairseqTask):
         return super().train_step(
             sample, model, criterion, optimizer, update_num, ignore_grad=ignore_grad
         )
+
+
+class ListWithSizes(list):
+    """A list of token tensors that also answers ``sizes`` like an indexed dataset."""
+
+    def __init__(self, tokens, lengths):
+        super().__init__(tokens)
+        self.sizes = np.asarray(lengths, dtype=np.int64)
 
 
 def decorrelate_workers() -> None:

@@ -1,0 +1,107 @@
+"""Python API in the fairseq hub style: ``VRAEModel.from_pretrained(...)`` returns this."""
+
+import contextlib
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from fairseq.hub_utils import GeneratorHubInterface
+from omegaconf import open_dict
+from torch import Tensor
+
+Sentences = Union[str, Sequence[str]]
+
+
+class VRAEHubInterface(GeneratorHubInterface):
+    """Encode, reconstruct, sample, interpolate and impute sentences.
+
+    Every generation method takes fairseq's generation options as keywords (``beam``,
+    ``sampling=True``, ``sampling_topk``, ``sampling_topp``, ``temperature``,
+    ``max_len_b``, ``unkpen``, ...) and applies the model's tokenizer/BPE (if it was
+    loaded with them) on the way in and out.
+
+    Unlike the base class, ``encode`` returns the posterior (mu, logvar); the token ids
+    of a sentence come from ``to_token_ids``.  ``translate``/``sample`` keep their base
+    meaning (the model's output for each input sentence: here, its reconstruction).
+    """
+
+    # ---------------------------------------------------------------- text <-> tokens
+
+    def to_token_ids(self, sentence: str) -> torch.LongTensor:
+        """Tokenize, apply BPE and binarize one sentence (the base class's ``encode``)."""
+        return super().encode(sentence)
+
+    def _token_ids(self, sentences: Sentences) -> List[torch.LongTensor]:
+        return [self.to_token_ids(s) for s in ([sentences] if isinstance(sentences, str) else sentences)]
+
+    # ---------------------------------------------------------------- latent space
+
+    def encode(self, sentences: Sentences) -> Tuple[Tensor, Tensor]:
+        """Posterior parameters (mu, logvar), each ``(len(sentences), latent_dim)``."""
+        tokens = self._token_ids(sentences)
+        batch = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=self.src_dict.pad())
+        encoder = self.models[0].encoder
+        with torch.no_grad():
+            out = encoder(batch.to(self.device))
+        return out["mu"], out["logvar"]
+
+    @contextlib.contextmanager
+    def _mode(self, mode: str, **options):
+        cfg = self.task.cfg
+        names = ["latent_mode", *options]
+        saved = {name: getattr(cfg, name) for name in names}
+        with open_dict(cfg):
+            cfg.latent_mode = mode
+            for name, value in options.items():
+                setattr(cfg, name, value)
+        try:
+            yield
+        finally:
+            with open_dict(cfg):
+                for name, value in saved.items():
+                    setattr(cfg, name, value)
+
+    def _best(self, hypotheses) -> List[str]:
+        return [self.decode(hypos[0]["tokens"]) for hypos in hypotheses]
+
+    def reconstruct(self, sentences: Sentences, beam: int = 1, sample_posterior: bool = False, **kwargs) -> List[str]:
+        """Decode each sentence from its posterior mean (or a posterior sample)."""
+        mode = "posterior-sample" if sample_posterior else "posterior-mean"
+        with self._mode(mode):
+            return self._best(self.generate(self._token_ids(sentences), beam=beam, **kwargs))
+
+    def sample_prior(self, n: int, beam: int = 1, seed: Optional[int] = None, **kwargs) -> List[str]:
+        """``n`` sentences decoded from z ~ N(0, I); the same seed gives the same codes."""
+        dummy = [torch.LongTensor([self.src_dict.eos()]) for _ in range(n)]
+        options = {"num_samples": n}
+        if seed is not None:
+            options["seed"] = seed
+        with self._mode("prior", **options):
+            return self._best(self.generate(dummy, beam=beam, **kwargs))
+
+    def interpolate(
+        self, start: str, end: str, steps: int = 5, method: str = "linear", beam: int = 1, **kwargs
+    ) -> List[str]:
+        """``steps + 2`` sentences from start's posterior mean to end's, in order."""
+        with self._mode("interpolate", interpolation_steps=steps, interpolation=method):
+            hypos = self.generate(self._token_ids([start, end]), beam=beam, **kwargs)
+        return [self.decode(point["tokens"]) for point in hypos[0]]
+
+    def impute(self, sentences: Sentences, fraction: float = 0.2, beam: int = 5, **kwargs) -> List[str]:
+        """Remove the final ``fraction`` of each sentence's words and fill them in again."""
+        with self._mode("impute", impute_fraction=fraction):
+            return self._best(self.generate(self._token_ids(sentences), beam=beam, **kwargs))
+
+    # ---------------------------------------------------------------- base methods
+
+    def sample(self, sentences: Sentences, beam: int = 1, verbose: bool = False, **kwargs):
+        """As in fairseq: the model's output for each sentence, i.e. its reconstruction."""
+        single = isinstance(sentences, str)
+        hypos = self.generate(self._token_ids(sentences), beam, verbose, **kwargs)
+        out = self._best(hypos)
+        return out[0] if single else out
+
+    def score(self, sentences: Sentences, **kwargs):
+        """log p(x | z = posterior sample) per token of each sentence (fairseq's scorer)."""
+        single = isinstance(sentences, str)
+        scored = [h[0] for h in self.generate(self._token_ids(sentences), score_reference=True, **kwargs)]
+        return scored[0] if single else scored
