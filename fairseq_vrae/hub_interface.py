@@ -83,7 +83,7 @@ class VRAEHubInterface(GeneratorHubInterface):
     ) -> List[str]:
         """``steps + 2`` sentences from start's posterior mean to end's, in order."""
         with self._mode("interpolate", interpolation_steps=steps, interpolation=method):
-            hypos = self.generate(self._token_ids([start, end]), beam=beam, **kwargs)
+            hypos = self.generate([torch.cat(self._token_ids([start, end]))], beam=beam, **kwargs)
         return [self.decode(point["tokens"]) for point in hypos[0]]
 
     def impute(self, sentences: Sentences, fraction: float = 0.2, beam: int = 5, **kwargs) -> List[str]:

@@ -223,10 +223,13 @@ class VRAELanguageModelingTask(FairseqTask):
         return indices[keep]
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
-        """Inputs from fairseq-interactive or the hub interface, for the current mode."""
-        sentences = ListWithSizes(src_tokens, src_lengths)
-        if self.cfg.latent_mode in ("prior", "interpolate", "impute"):
-            return self.dataset_for_mode(sentences)
+        """Inputs from fairseq-interactive or the hub interface, for the current mode.
+
+        In interpolate mode each input holds both end points, ``A </s> B </s>``
+        (fairseq-interactive passes the model nothing but ``src_tokens``).
+        """
+        if self.cfg.latent_mode in ("prior", "impute"):
+            return self.dataset_for_mode(ListWithSizes(src_tokens, src_lengths))
         return LanguagePairDataset(src_tokens, src_lengths, self.dictionary, left_pad_source=False)
 
     def get_interactive_tokens_and_lengths(self, lines, encode_fn):
@@ -234,20 +237,22 @@ class VRAELanguageModelingTask(FairseqTask):
 
         In interpolate mode each line holds two sentences separated by a tab.
         """
-        sentences = []
+        tokens = []
         for number, line in enumerate(lines):
-            parts = line.split("\t") if self.cfg.latent_mode == "interpolate" else [line]
-            if self.cfg.latent_mode == "interpolate" and len(parts) != 2:
+            interpolate = self.cfg.latent_mode == "interpolate"
+            parts = line.split("\t") if interpolate else [line]
+            if interpolate and len(parts) != 2:
                 logger.warning(f"skipping input {number}: interpolate mode needs two sentences separated by a tab")
                 continue
             if any(not part.strip() for part in parts):
                 logger.warning(f"skipping input {number}: empty sentence")
                 continue
-            sentences += parts
-        tokens = [
-            self.dictionary.encode_line(encode_fn(sentence), add_if_not_exist=False).long()
-            for sentence in sentences
-        ]
+            tokens.append(
+                torch.cat([
+                    self.dictionary.encode_line(encode_fn(part), add_if_not_exist=False).long()
+                    for part in parts
+                ])
+            )
         return tokens, [t.numel() for t in tokens]
 
     # ----------------------------------------------------------------------------------
@@ -307,12 +312,29 @@ class VRAELanguageModelingTask(FairseqTask):
         net_input["latent"] = latent.to(next(models[0].parameters()).dtype)
         return generator.generate(models, dict(sample, net_input=net_input))
 
+    def _split_pairs(self, tokens):
+        """``A </s> B </s>`` rows -> right-padded A and B batches."""
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+        firsts, seconds = [], []
+        for row in tokens:
+            row = row[row.ne(pad)]
+            cut = int(row.eq(eos).nonzero()[0]) + 1
+            firsts.append(row[:cut])
+            seconds.append(row[cut:] if cut < len(row) else row.new_tensor([eos]))
+        return (
+            data_utils.collate_tokens(firsts, pad, eos),
+            data_utils.collate_tokens(seconds, pad, eos),
+        )
+
     def _interpolate(self, generator, models, sample):
         """K+2 hypotheses per pair: both posterior means and K evenly spaced points between."""
         net_input = sample["net_input"]
+        first, second = net_input["src_tokens"], net_input.get("other_tokens")
+        if second is None:
+            first, second = self._split_pairs(first)
         encoder = models[0].encoder
-        start = encoder(net_input["src_tokens"])["mu"]
-        end = encoder(net_input["other_tokens"])["mu"]
+        start = encoder(first)["mu"]
+        end = encoder(second)["mu"]
         points = self.cfg.interpolation_steps + 2
         weights = torch.linspace(0.0, 1.0, points, device=start.device)
         pairs = start.size(0)
@@ -324,7 +346,6 @@ class VRAELanguageModelingTask(FairseqTask):
             self.cfg.interpolation,
         )
         expanded = {
-            "id": sample["id"].repeat_interleave(points),
             "net_input": {
                 "src_tokens": net_input["src_tokens"].repeat_interleave(points, 0),
                 "src_lengths": net_input["src_lengths"].repeat_interleave(points, 0),

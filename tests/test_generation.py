@@ -1,0 +1,215 @@
+"""Latent-sampling generation through the Python API, fairseq-generate and fairseq-interactive."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+
+SENTENCES = helpers.random_sentences(20, seed=11, min_len=3, max_len=8)
+
+
+def command(name):
+    return shutil.which(name, path=os.path.dirname(sys.executable))
+
+
+@pytest.fixture(scope="module")
+def memorised(tmp_path_factory):
+    """A small VAE trained (beta = 0) until it reproduces 20 sentences."""
+    workdir = str(tmp_path_factory.mktemp("memorise"))
+    data = helpers.binarize(workdir, {"train": SENTENCES, "valid": SENTENCES[:4], "test": SENTENCES})
+    save_dir = os.path.join(workdir, "checkpoints")
+    helpers.run_train(
+        helpers.vrae_train_args(
+            data,
+            save_dir,
+            [
+                "--embed-dim", "32", "--encoder-hidden-size", "64", "--decoder-hidden-size", "64",
+                "--latent-dim", "16", "--dropout", "0", "--kl-schedule", "constant", "--kl-weight", "0",
+                "--max-tokens", "400", "--max-update", "250", "--lr", "0.01", "--log-interval", "50",
+                "--no-save-optimizer-state", "--disable-validation",
+            ],
+        )
+    )
+    return data, save_dir
+
+
+@pytest.fixture(scope="module")
+def hub(memorised):
+    from fairseq_vrae import VRAEModel
+
+    data, save_dir = memorised
+    return VRAEModel.from_pretrained(save_dir, checkpoint_file="checkpoint_last.pt", data_name_or_path=data)
+
+
+def test_reconstructs_memorised_sentences_from_the_posterior_mean(hub):
+    out = hub.reconstruct(SENTENCES, beam=1)
+    exact = sum(a == b for a, b in zip(out, SENTENCES))
+    assert exact >= 18, list(zip(out, SENTENCES))
+
+
+def test_encode_returns_the_posterior(hub):
+    mu, logvar = hub.encode(SENTENCES[:3])
+    assert mu.shape == logvar.shape == (3, 16)
+    assert not (mu[0] == mu[1]).all()
+
+
+def test_interpolation_endpoints_are_the_reconstructions(hub):
+    start, end = SENTENCES[0], SENTENCES[1]
+    path = hub.interpolate(start, end, steps=4)
+    assert len(path) == 6
+    assert path[0] == hub.reconstruct([start])[0]
+    assert path[-1] == hub.reconstruct([end])[0]
+    spherical = hub.interpolate(start, end, steps=4, method="spherical")
+    assert spherical[0] == path[0] and spherical[-1] == path[-1]
+
+
+def test_greedy_output_does_not_depend_on_the_batch(hub):
+    together = hub.reconstruct(SENTENCES, beam=1)
+    alone = [hub.reconstruct([s], beam=1)[0] for s in SENTENCES[:6]]
+    assert alone == together[:6]
+
+
+def test_beam_search_shares_z_across_beams(hub):
+    greedy = hub.reconstruct(SENTENCES[:8], beam=1)
+    beam = hub.reconstruct(SENTENCES[:8], beam=4)
+    assert beam == greedy
+
+
+def test_prior_samples_are_reproducible(hub):
+    first = hub.sample_prior(6, seed=3)
+    assert len(first) == 6
+    assert hub.sample_prior(6, seed=3) == first
+    assert hub.sample_prior(6, seed=4) != first
+
+
+def test_imputation_keeps_the_observed_words(hub):
+    out = hub.impute(SENTENCES, beam=3)
+    for original, completed in zip(SENTENCES, out):
+        words = original.split()
+        kept = len(words) - max(1, round(0.2 * len(words)))
+        assert completed.split()[:kept] == words[:kept]
+    exact = sum(a == b for a, b in zip(out, SENTENCES))
+    assert exact >= 14  # a memorised sentence is identified by its beginning
+
+
+def test_base_hub_methods_keep_their_meaning(hub):
+    assert hub.translate(SENTENCES[0]) == hub.reconstruct([SENTENCES[0]], beam=5)[0]
+    assert hub.sample(SENTENCES[:2]) == hub.reconstruct(SENTENCES[:2])
+
+
+def test_unknown_words_become_unk(hub):
+    mu, _ = hub.encode(["zebra quantum " + SENTENCES[0]])
+    tokens = hub.to_token_ids("zebra quantum cat")
+    assert tokens[0] == hub.src_dict.unk() and tokens[1] == hub.src_dict.unk()
+    assert mu.shape == (1, 16)
+
+
+# ------------------------------------------------------------------ the stock commands
+
+
+def run(argv, stdin=None):
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+def generate(memorised, *extra):
+    data, save_dir = memorised
+    return run([
+        command("fairseq-generate"), data, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm",
+        "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", "test",
+        "--cpu", "--batch-size", "7", *extra,
+    ])
+
+
+def lines(stdout, prefix):
+    return [line for line in stdout.splitlines() if line.startswith(prefix)]
+
+
+def test_fairseq_generate_reconstructs_with_the_usual_lines(memorised):
+    code, out, err = generate(memorised, "--beam", "1")
+    assert code == 0, err[-3000:]
+    hypotheses = lines(out, "H-")
+    assert len(hypotheses) == len(lines(out, "S-")) == len(lines(out, "T-")) == len(lines(out, "P-")) == 20
+    by_id = {int(re.match(r"H-(\d+)", h).group(1)): h.split("\t")[2] for h in hypotheses}
+    assert sum(by_id[i] == SENTENCES[i] for i in range(20)) >= 18
+    assert "BLEU" in out
+
+
+def test_fairseq_generate_prior_samples(memorised):
+    code, first, err = generate(memorised, "--latent-mode", "prior", "--num-samples", "9", "--seed", "5")
+    assert code == 0, err[-3000:]
+    assert len(lines(first, "H-")) == 9
+    _, again, _ = generate(memorised, "--latent-mode", "prior", "--num-samples", "9", "--seed", "5")
+    _, other, _ = generate(memorised, "--latent-mode", "prior", "--num-samples", "9", "--seed", "6")
+    assert lines(again, "H-") == lines(first, "H-")
+    assert lines(other, "H-") != lines(first, "H-")
+
+
+def test_fairseq_generate_interpolates_pairs_in_order(memorised):
+    code, out, err = generate(memorised, "--latent-mode", "interpolate", "--interpolation-steps", "3", "--beam", "1")
+    assert code == 0, err[-3000:]
+    hypotheses = lines(out, "H-")
+    assert len(lines(out, "S-")) == 10 and len(hypotheses) == 10 * 5
+    first_pair = [h.split("\t")[2] for h in hypotheses if h.startswith("H-0\t")]
+    assert first_pair[0] == SENTENCES[0] and first_pair[-1] == SENTENCES[1]
+
+
+def test_fairseq_generate_imputes_and_scores_against_the_full_sentence(memorised):
+    code, out, err = generate(memorised, "--latent-mode", "impute", "--beam", "3")
+    assert code == 0, err[-3000:]
+    sources = {int(re.match(r"S-(\d+)", s).group(1)): s.split("\t")[1] for s in lines(out, "S-")}
+    for i, observed in sources.items():
+        assert SENTENCES[i].startswith(observed) and len(observed) < len(SENTENCES[i])
+    assert "BLEU" in out
+
+
+def test_prior_mode_without_a_count_is_refused(memorised):
+    code, out, err = generate(memorised, "--latent-mode", "prior")
+    assert code != 0 and "--latent-mode prior needs --num-samples" in err
+
+
+def test_fairseq_interactive_reconstructs_lines_and_skips_empty_ones(memorised):
+    data, save_dir = memorised
+    code, out, err = run(
+        [command("fairseq-interactive"), data, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm",
+         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--cpu", "--beam", "1"],
+        stdin=f"{SENTENCES[2]}\n\n{SENTENCES[3]}\n",
+    )
+    assert code == 0, err[-3000:]
+    assert [h.split("\t")[2] for h in lines(out, "H-")] == [SENTENCES[2], SENTENCES[3]]
+    assert "empty sentence" in err
+
+
+def test_fairseq_interactive_interpolates_tab_separated_pairs(memorised):
+    data, save_dir = memorised
+    code, out, err = run(
+        [command("fairseq-interactive"), data, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm",
+         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--cpu", "--beam", "1",
+         "--latent-mode", "interpolate", "--interpolation-steps", "2"],
+        stdin=f"{SENTENCES[4]}\t{SENTENCES[5]}\nno tab here\n",
+    )
+    assert code == 0, err[-3000:]
+    path = [h.split("\t")[2] for h in lines(out, "H-")]
+    assert len(path) == 4 and path[0] == SENTENCES[4] and path[-1] == SENTENCES[5]
+    assert "two sentences separated by a tab" in err
+
+
+def test_an_lstm_lm_checkpoint_is_refused_by_name(memorised, tmp_path):
+    data, _ = memorised
+    save_dir = str(tmp_path / "lm")
+    helpers.run_train([
+        data, "--task", "language_modeling", "--arch", "lstm_lm", "--decoder-embed-dim", "16",
+        "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16", "--optimizer", "adam", "--lr", "0.01",
+        "--max-tokens", "200", "--max-update", "1", "--cpu", "--num-workers", "0", "--sample-break-mode", "eos",
+        "--tokens-per-sample", "64", "--save-dir", save_dir, "--distributed-world-size", "1", "--disable-validation",
+    ])
+    code, out, err = run([
+        command("fairseq-generate"), data, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm",
+        "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", "test", "--cpu",
+    ])
+    assert code != 0 and "needs a vrae model" in err and "'lstm_lm'" in err
