@@ -45,3 +45,22 @@ fairseq-validate bin --user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm \
   --path checkpoints/checkpoint_best.pt --valid-subset test --cpu --max-tokens 4096 \
   2>&1 | grep "valid on" | sed -E 's/^.*\| valid \|/test |/'
 echo "(rec, kl and elbo are nats per sentence; ppl is exp of -ELBO per token, </s> included)"
+
+MODEL=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --path checkpoints/checkpoint_best.pt --cpu)
+
+echo "== 5 reconstructions from the posterior mean (fairseq-generate, greedy)"
+fairseq-generate bin "${MODEL[@]}" --gen-subset test --beam 1 --batch-size 128 2>/dev/null > generate.test.txt
+for i in 0 1 2 3 4; do
+  printf 'input:          %s\n' "$(grep -P "^S-$i\t" generate.test.txt | cut -f2)"
+  printf 'reconstruction: %s\n' "$(grep -P "^H-$i\t" generate.test.txt | cut -f3)"
+done
+
+echo "== 5 samples from the prior (fairseq-generate --latent-mode prior, greedy)"
+fairseq-generate bin "${MODEL[@]}" --latent-mode prior --num-samples 5 --seed 1 --beam 1 2>/dev/null \
+  | grep -P '^H-' | sort -V | cut -f3
+
+echo "== a homotopy between two test sentences (fairseq-interactive --latent-mode interpolate)"
+first=$(sed -n 1p text/test.txt)
+second=$(sed -n 2p text/test.txt)
+printf '%s\t%s\n' "$first" "$second" | fairseq-interactive bin "${MODEL[@]}" \
+  --latent-mode interpolate --interpolation-steps 5 --beam 1 2>/dev/null | grep -P '^H-' | cut -f3

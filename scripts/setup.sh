@@ -23,6 +23,7 @@ assert spec and os.path.realpath(spec.origin).startswith(os.path.realpath(sys.ar
 for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest"):
     assert importlib.util.find_spec(name), name
 PY
+  [ -x "$(dirname "$PYTHON")/fastbpe" ]
 }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && installed_here; then
   echo "set-up: up to date ($PYTHON)"
@@ -46,6 +47,17 @@ fi
 if ! "$PYTHON" -c 'import fastBPE' 2>/dev/null; then
   # fastBPE 0.1.0 must be re-cythonized for Python >= 3.11
   pip_quiet install --no-build-isolation fastBPE
+fi
+# fastBPE's Python binding only applies codes; its learner is the C++ CLI in the same
+# PyPI source distribution, built here as <env>/bin/fastbpe
+if [ ! -x "$(dirname "$PYTHON")/fastbpe" ]; then
+  echo "set-up: building the fastbpe command (fastBPE 0.1.0's learnbpe)"
+  src="$(mktemp -d)"
+  pip_quiet download --no-deps --no-binary :all: "fastBPE==0.1.0" -d "$src"
+  tar xzf "$src"/fastBPE-0.1.0.tar.gz -C "$src"
+  ${CXX:-g++} -std=c++11 -pthread -O3 "$src/fastBPE-0.1.0/fastBPE/main.cc" \
+    -I"$src/fastBPE-0.1.0/fastBPE" -o "$(dirname "$PYTHON")/fastbpe"
+  rm -rf "$src"
 fi
 pip_quiet install -e "$REPO_ROOT[test,bpe]"
 installed_here

@@ -21,6 +21,7 @@ from ..vae_math import interpolate_latents, prior_latents
 logger = logging.getLogger(__name__)
 
 LONG_SENTENCE_POLICIES = ChoiceEnum(["skip", "truncate"])
+SIDES = ChoiceEnum(["source", "target"])
 LATENT_MODES = ChoiceEnum(["posterior-mean", "posterior-sample", "prior", "interpolate", "impute"])
 INTERPOLATIONS = ChoiceEnum(["linear", "spherical"])
 
@@ -30,6 +31,14 @@ class VRAELanguageModelingConfig(FairseqDataclass):
     data: Optional[str] = field(
         default=None,
         metadata={"help": "folder written by fairseq-preprocess --only-source (dict.txt, *.bin/.idx)"},
+    )
+    lang_pair: Optional[str] = field(
+        default=None,
+        metadata={"help": "bilingual data (fairseq-preprocess -s X -t Y): the pair as X-Y "
+                  "(inferred from the file names when the folder has no dict.txt)"},
+    )
+    side: SIDES = field(
+        default="target", metadata={"help": "bilingual data: which side of the pair to model"}
     )
     max_sentence_length: int = field(
         default=256,
@@ -125,14 +134,34 @@ class VRAELanguageModelingTask(FairseqTask):
             raise ValueError("vrae_lm needs the data folder written by fairseq-preprocess")
         paths = utils.split_paths(cfg.data)
         dict_path = os.path.join(paths[0], "dict.txt")
+        if cfg.lang_pair is None and not os.path.exists(dict_path):
+            source, target = data_utils.infer_language_pair(paths[0])
+            if source is not None:
+                cfg.lang_pair = f"{source}-{target}"
+        if cfg.lang_pair is not None:
+            if len(cfg.lang_pair.split("-")) != 2:
+                raise ValueError(f"--lang-pair must look like de-en, got {cfg.lang_pair!r}")
+            dict_path = os.path.join(paths[0], f"dict.{cls.side_language(cfg)}.txt")
         if not os.path.exists(dict_path):
             raise FileNotFoundError(
                 f"no dictionary at {dict_path}; binarize the text with "
-                f"fairseq-preprocess --only-source --destdir {paths[0]} ..."
+                f"fairseq-preprocess --only-source --destdir {paths[0]} ... (or, for a "
+                f"language pair, give --lang-pair X-Y)"
             )
         dictionary = Dictionary.load(dict_path)
-        logger.info(f"dictionary: {len(dictionary)} types")
+        logger.info(f"dictionary {dict_path}: {len(dictionary)} types")
         return cls(cfg, dictionary)
+
+    @staticmethod
+    def side_language(cfg) -> str:
+        source, target = cfg.lang_pair.split("-")
+        return target if cfg.side == "target" else source
+
+    def split_prefix(self, split: str) -> str:
+        """``train`` for monolingual data, ``train.de-en.en`` for one side of a pair."""
+        if self.cfg.lang_pair is None:
+            return split
+        return f"{split}.{self.cfg.lang_pair}.{self.side_language(self.cfg)}"
 
     @property
     def source_dictionary(self):
@@ -154,7 +183,7 @@ class VRAELanguageModelingTask(FairseqTask):
             return
         paths = utils.split_paths(self.cfg.data)
         data_path = paths[(epoch - 1) % len(paths)]
-        split_path = os.path.join(data_path, split)
+        split_path = os.path.join(data_path, self.split_prefix(split))
         sentences = data_utils.load_indexed_dataset(
             split_path, self.dictionary, self.cfg.dataset_impl, combine=combine
         )
