@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo on the bundled corpus (sentences from Python's docstrings):
-# set-up -> tokenise -> fairseq-preprocess -> fairseq-train a small VAE on CPU ->
-# fairseq-validate on the test split (bound, KL).
+# set-up -> tokenise + BPE + fairseq-preprocess (fairseq_vrae.prepare_text) ->
+# fairseq-train a small VAE on CPU -> fairseq-validate on the test split (bound, KL) ->
+# reconstructions, prior samples and a homotopy as plain text.
 # DEMO_DIR (default demo_output/) holds everything it writes; DEMO_UPDATES sets the
 # training budget (default 400 updates, a few minutes on 2 CPU cores).
 set -euo pipefail
@@ -11,21 +12,14 @@ bash "$REPO_ROOT/scripts/setup.sh"
 DEMO_DIR="${DEMO_DIR:-$REPO_ROOT/demo_output}"
 UPDATES="${DEMO_UPDATES:-400}"
 CORPUS="$REPO_ROOT/scripts/demo_data/stdlib_sentences.txt"
-mkdir -p "$DEMO_DIR/text"
+mkdir -p "$DEMO_DIR"
 cd "$DEMO_DIR"
 
-echo "== tokenise and split $(wc -l < "$CORPUS") sentences"
-sacremoses -l en -j 1 -q tokenize < "$CORPUS" | tr '[:upper:]' '[:lower:]' > text/all.tok
-total=$(wc -l < text/all.tok)
-held=$((total / 20))
-head -n "$held" text/all.tok > text/valid.txt
-head -n "$((2 * held))" text/all.tok | tail -n "$held" > text/test.txt
-tail -n "+$((2 * held + 1))" text/all.tok > text/train.txt
-
-echo "== fairseq-preprocess"
+echo "== prepare: sacremoses tokenisation, fastBPE (3000 merges), split, fairseq-preprocess"
 rm -rf bin
-fairseq-preprocess --only-source --trainpref text/train.txt --validpref text/valid.txt \
-  --testpref text/test.txt --destdir bin --thresholdsrc 2 --workers 2 2>&1 | grep -E "Dictionary|sents" || true
+"$PYTHON" -m fairseq_vrae.prepare_text --input "$CORPUS" --destdir bin --bpe-merges 3000 \
+  --workers 2 2>&1 | grep -E "prepare_text|Dictionary|sents" | sed -E 's/^.*\| (INFO|WARNING) \| //' | sort -u
+TEXT=(--tokenizer moses --bpe fastbpe --bpe-codes bin/bpecodes)
 
 echo "== fairseq-train ($UPDATES updates)"
 rm -rf checkpoints
@@ -48,19 +42,22 @@ echo "(rec, kl and elbo are nats per sentence; ppl is exp of -ELBO per token, </
 
 MODEL=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --path checkpoints/checkpoint_best.pt --cpu)
 
-echo "== 5 reconstructions from the posterior mean (fairseq-generate, greedy)"
-fairseq-generate bin "${MODEL[@]}" --gen-subset test --beam 1 --batch-size 128 2>/dev/null > generate.test.txt
+echo "== 5 reconstructions of test sentences from the posterior mean (fairseq-generate, greedy)"
+fairseq-generate bin "${MODEL[@]}" --gen-subset test --beam 1 --batch-size 128 --post-process subword_nmt \
+  2>/dev/null > generate.test.txt
 for i in 0 1 2 3 4; do
   printf 'input:          %s\n' "$(grep -P "^S-$i\t" generate.test.txt | cut -f2)"
   printf 'reconstruction: %s\n' "$(grep -P "^H-$i\t" generate.test.txt | cut -f3)"
 done
 
 echo "== 5 samples from the prior (fairseq-generate --latent-mode prior, greedy)"
-fairseq-generate bin "${MODEL[@]}" --latent-mode prior --num-samples 5 --seed 1 --beam 1 2>/dev/null \
-  | grep -P '^H-' | sort -V | cut -f3
+fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --latent-mode prior --num-samples 5 --seed 1 --beam 1 \
+  2>/dev/null | grep -P '^D-' | sort -V | cut -f3
 
-echo "== a homotopy between two test sentences (fairseq-interactive --latent-mode interpolate)"
-first=$(sed -n 1p text/test.txt)
-second=$(sed -n 2p text/test.txt)
-printf '%s\t%s\n' "$first" "$second" | fairseq-interactive bin "${MODEL[@]}" \
-  --latent-mode interpolate --interpolation-steps 5 --beam 1 2>/dev/null | grep -P '^H-' | cut -f3
+echo "== a homotopy between two sentences (fairseq-interactive --latent-mode interpolate)"
+first=$(sed -n 3p "$CORPUS")
+second=$(sed -n 8p "$CORPUS")
+echo "from: $first"
+echo "to:   $second"
+printf '%s\t%s\n' "$first" "$second" | fairseq-interactive bin "${MODEL[@]}" "${TEXT[@]}" \
+  --latent-mode interpolate --interpolation-steps 5 --beam 1 2>/dev/null | grep -P '^D-' | cut -f3
