@@ -1,7 +1,6 @@
 """In-process drivers for fairseq-preprocess / fairseq-train / fairseq-validate."""
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -111,24 +110,3 @@ def run_train(argv: Sequence[str]) -> List[dict]:
 
 def train_inner_records(records: List[dict]) -> List[dict]:
     return [r for r in records if r.get("_logger") == "train_inner"]
-
-
-def capture_logs(logger_name: str = None):
-    """Context manager collecting formatted log messages (all loggers by default)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setLevel(logging.INFO)
-
-    @contextlib.contextmanager
-    def manager():
-        target = logging.getLogger(logger_name)
-        previous = target.level
-        target.addHandler(handler)
-        target.setLevel(logging.INFO)
-        try:
-            yield stream
-        finally:
-            target.removeHandler(handler)
-            target.setLevel(previous)
-
-    return manager()

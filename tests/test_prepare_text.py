@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from fairseq.data import data_utils
 from fairseq.data.encoders.fastbpe import fastBPE, fastBPEConfig
 from fairseq.data.encoders.moses_tokenizer import MosesTokenizer, MosesTokenizerConfig
