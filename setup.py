@@ -14,19 +14,21 @@ from setuptools.command.build_py import build_py
 STARTUP_HOOK_NAME = "fairseq_vrae_compat.pth"
 
 # One line, executed by site.py because it starts with "import" (possibly twice: a
-# venv's lib64 symlink makes site.py visit site-packages again).  find_spec does not
-# run the package's __init__ (which imports fairseq); the hook is loaded on its own
-# and registered under its package name so that a later ``import fairseq_vrae``
-# reuses it.
+# venv's lib64 symlink makes site.py visit site-packages again).  Finding the package
+# does not run its __init__ (which imports fairseq); the hook is loaded on its own, with
+# only the import machinery that is already in memory (importlib.util would pull in
+# contextlib and more), and registered under its package name so that a later
+# ``import fairseq_vrae`` reuses it.
 STARTUP_HOOK_LINE = (
-    "import sys, importlib.util as u; "
-    "p = 'fairseq_vrae.compat' not in sys.modules and u.find_spec('fairseq_vrae'); "
-    "f = p and p.submodule_search_locations and "
-    "u.spec_from_file_location('fairseq_vrae.compat', "
-    "list(p.submodule_search_locations)[0] + '/compat.py'); "
-    "m = f and u.module_from_spec(f); "
-    "m and (sys.modules.setdefault('fairseq_vrae.compat', m), "
-    "f.loader.exec_module(m), m.install())\n"
+    "import sys, importlib.machinery as im; "
+    "p = 'fairseq_vrae.compat' not in sys.modules and next(filter(None, "
+    "(getattr(f, 'find_spec', lambda *a: None)('fairseq_vrae', None) for f in sys.meta_path)), None); "
+    "d = p and p.submodule_search_locations and list(p.submodule_search_locations)[0]; "
+    "l = d and im.SourceFileLoader('fairseq_vrae.compat', d + '/compat.py'); "
+    "m = l and type(sys)('fairseq_vrae.compat'); "
+    "l and (setattr(m, '__spec__', im.ModuleSpec('fairseq_vrae.compat', l, origin=l.path)), "
+    "setattr(m, '__file__', l.path), setattr(m, '__loader__', l), "
+    "sys.modules.setdefault('fairseq_vrae.compat', m), l.exec_module(m), m.install())\n"
 )
 
 

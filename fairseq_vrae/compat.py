@@ -25,20 +25,21 @@ Each fix is gated on the versions it is needed for and is a no-op elsewhere:
   #4696); the switch is undone unless ``--tpu`` was given.
 """
 
-import functools
-import importlib.abc
-import importlib.util
+from __future__ import annotations
+
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+
+# Only modules that are loaded anyway at start-up are imported here: this file runs
+# in every interpreter of the environment.
 
 #: Names of the fixes applied in this process, for tests and ``--help`` debugging.
-APPLIED: List[str] = []
+APPLIED: list = []
 
 _LAST_AFFECTED_FAIRSEQ = (0, 12, 2)
 _LAST_AFFECTED_HYDRA = (1, 0, 99)
 
 
-def _version_tuple(version: str) -> Tuple[int, ...]:
+def _version_tuple(version: str) -> tuple:
     parts = []
     for piece in version.split("+")[0].split("."):
         digits = "".join(ch for ch in piece if ch.isdigit())
@@ -48,19 +49,22 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(parts)
 
 
-@functools.lru_cache(maxsize=None)
-def _installed_version(distribution: str) -> Optional[Tuple[int, ...]]:
-    try:
+_VERSIONS: dict = {}
+
+
+def _installed_version(distribution: str):
+    """The installed version as a tuple of ints, None when absent (cached)."""
+    if distribution not in _VERSIONS:
         from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        return _version_tuple(version(distribution))
-    except PackageNotFoundError:
-        return None
+
+        try:
+            _VERSIONS[distribution] = _version_tuple(version(distribution))
+        except PackageNotFoundError:
+            _VERSIONS[distribution] = None
+    return _VERSIONS[distribution]
 
 
-def _affected(distribution: str, last_affected: Tuple[int, ...]) -> bool:
+def _affected(distribution: str, last_affected: tuple) -> bool:
     found = _installed_version(distribution)
     return found is not None and found <= last_affected
 
@@ -218,7 +222,7 @@ def _always() -> bool:
 
 
 #: module name -> (gate, patch run before the module executes, patch run after)
-_HOOKS: Dict[str, Tuple[Callable[[], bool], Optional[Callable], Optional[Callable]]] = {
+_HOOKS: dict = {
     "dataclasses": (_always, None, fix_dataclass_defaults),
     "fairseq.checkpoint_utils": (_fairseq_affected, None, fix_checkpoint_loading),
     "fairseq.distributed.utils": (_fairseq_affected, None, fix_broadcast_object),
@@ -236,7 +240,7 @@ FIX_NAMES = {
 DISABLE_VARIABLE = "FAIRSEQ_VRAE_COMPAT_DISABLE"
 
 
-class _PatchingLoader(importlib.abc.Loader):
+class _PatchingLoader:
     def __init__(self, inner, before, after):
         self._inner, self._before, self._after = inner, before, after
 
@@ -261,7 +265,7 @@ def _safely(patch, module) -> None:
         sys.stderr.write(f"fairseq_vrae.compat: {patch.__name__} not applied: {error}\n")
 
 
-class _PatchFinder(importlib.abc.MetaPathFinder):
+class _PatchFinder:
     def __init__(self):
         self._resolving = set()
 
@@ -274,7 +278,13 @@ class _PatchFinder(importlib.abc.MetaPathFinder):
         try:
             if not gate():
                 return None
-            spec = importlib.util.find_spec(fullname)  # the other finders; we step aside
+            spec = None
+            for finder in sys.meta_path:  # the other finders; this one steps aside
+                find = getattr(finder, "find_spec", None)
+                if finder is not self and find is not None:
+                    spec = find(fullname, path, target)
+                    if spec is not None:
+                        break
         except Exception:
             return None
         finally:
