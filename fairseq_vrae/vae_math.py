@@ -154,3 +154,73 @@ def prior_latents(sample_ids: Tensor, dim: int, seed: int) -> Tensor:
         generator = torch.Generator().manual_seed((seed * 1_000_003 + int(sample_id)) % (2**63 - 1))
         codes.append(torch.randn(dim, generator=generator))
     return torch.stack(codes) if codes else torch.zeros(0, dim)
+
+
+# --------------------------------------------------------------------------------------
+# evaluation: importance-weighted bound, mutual information, active units
+
+
+def log_importance_weights(log_likelihood: Tensor, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for ``z`` of shape ``(batch, K, dim)``.
+
+    ``log_likelihood`` is ``(batch, K)``; ``mu``/``logvar`` are ``(batch, dim)``.
+    """
+    mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)
+    return log_likelihood.float() + log_standard_normal(z) - log_normal(z, mu, logvar)
+
+
+def importance_weighted_nll(log_weights: Tensor) -> Tensor:
+    """-log (1/K) sum_k w_k per sentence from ``(batch, K)`` log weights (Burda et al. 2016).
+
+    K = 1 gives the single-sample negative ELBO; as K grows the estimate decreases
+    towards -log p(x) and is never above the ELBO in expectation.
+    """
+    log_weights = log_weights.double()
+    return -(torch.logsumexp(log_weights, dim=1) - math.log(log_weights.size(1)))
+
+
+def mutual_information(
+    mu: Tensor, logvar: Tensor, generator: Optional[torch.Generator] = None, chunk_size: int = 256
+) -> float:
+    """I_q(x; z) under the aggregate posterior q(z) = (1/N) sum_n q(z|x_n).
+
+    I = E_x E_q(z|x)[log q(z|x) - log q(z)], estimated with one z_n ~ q(z|x_n) per
+    sentence and the mixture of all N posteriors of the split for q(z) (He et al.
+    2019's estimator, over the whole split rather than per batch).  Both terms use the
+    same z_n, so their sampling noise cancels where the posteriors agree; small values
+    can still come out slightly negative.
+    """
+    mu, logvar = mu.double(), logvar.double()
+    n = mu.size(0)
+    if n < 2:
+        return 0.0
+    eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    inv_var = torch.exp(-logvar)
+    log_q_z_given_x = -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) * inv_var).sum(-1)
+    log_q_z = []
+    for start in range(0, n, chunk_size):
+        zc = z[start : start + chunk_size].unsqueeze(1)  # (c, 1, dim)
+        log_dens = -0.5 * (_LOG_2PI + logvar + (zc - mu).pow(2) * inv_var).sum(-1)  # (c, n)
+        log_q_z.append(torch.logsumexp(log_dens, dim=1) - math.log(n))
+    return float((log_q_z_given_x - torch.cat(log_q_z)).mean())
+
+
+def posterior_mean_variance(mu_sum: Tensor, mu_sq_sum: Tensor, count: float) -> Tensor:
+    """Per-dimension variance over the data of the posterior means, from running sums
+    (unbiased, denominator N - 1), so it can be accumulated across batches and workers."""
+    if count < 2:
+        return torch.zeros_like(mu_sum, dtype=torch.float64)
+    mu_sum, mu_sq_sum = mu_sum.double(), mu_sq_sum.double()
+    return ((mu_sq_sum - mu_sum.pow(2) / count) / (count - 1)).clamp(min=0.0)
+
+
+#: Burda et al. (2016) call a unit active when Cov_x(E_q[z_u]) is at least 0.01.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def active_units(
+    mu_sum: Tensor, mu_sq_sum: Tensor, count: float, threshold: float = ACTIVE_UNIT_THRESHOLD
+) -> int:
+    """Number of latent dimensions whose posterior mean varies across sentences."""
+    return int(posterior_mean_variance(mu_sum, mu_sq_sum, count).ge(threshold).sum())

@@ -10,6 +10,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
+from ..evaluation import ActiveUnitsMeter
 from ..vae_math import free_bits_kl, gaussian_kl, kl_weight
 
 KL_SCHEDULES = ChoiceEnum(["logistic", "linear", "cyclical", "constant"])
@@ -147,6 +148,11 @@ class VRAEELBOCriterion(FairseqCriterion):
             "nsentences": nsentences,
             "sample_size": ntokens,
         }
+        if not training:
+            # running sums for the active-unit count over the whole split (summable)
+            mu = extra["mu"].detach().double()
+            logging_output["latent_mu_sum"] = mu.sum(dim=0)
+            logging_output["latent_mu_sq_sum"] = mu.pow(2).sum(dim=0)
         return loss, ntokens, logging_output
 
     @staticmethod
@@ -168,6 +174,16 @@ class VRAEELBOCriterion(FairseqCriterion):
         metrics.log_derived(
             "ppl", lambda meters: _safe_exp(meters["_elbo_per_token"].avg), priority=1000
         )
+        with_stats = [log for log in logging_outputs if "latent_mu_sum" in log]
+        if with_stats:
+            metrics.log_custom(
+                ActiveUnitsMeter,
+                "au",
+                sum(log["latent_mu_sum"] for log in with_stats),
+                sum(log["latent_mu_sq_sum"] for log in with_stats),
+                sum(log.get("nsentences", 0) for log in with_stats),
+                priority=1010,
+            )
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

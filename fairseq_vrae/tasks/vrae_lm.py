@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from fairseq import utils
+from fairseq import metrics, utils
 from fairseq.data import BaseWrapperDataset, Dictionary, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.distributed import utils as distributed_utils
@@ -15,6 +15,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
+from ..evaluation import MutualInformationMeter, importance_weighted_evaluation
 from ..generation_datasets import ObservedPrefixDataset, PriorSampleDataset, SentencePairDataset
 from ..vae_math import interpolate_latents, prior_latents
 
@@ -69,6 +70,19 @@ class VRAELanguageModelingConfig(FairseqDataclass):
     impute_fraction: float = field(
         default=0.2,
         metadata={"help": "--latent-mode impute: final fraction of each sentence to fill in"},
+    )
+    iw_samples: int = field(
+        default=0,
+        metadata={
+            "help": "validation: also estimate -log p(x) with this many importance samples "
+            "per sentence (500 is the usual protocol) and the mutual information I(x; z) "
+            "over the whole split; 0 = the bound only"
+        },
+    )
+    iw_chunk_tokens: int = field(
+        default=16384,
+        metadata={"help": "--iw-samples: target tokens the decoder scores in one pass "
+                  "(lower it if evaluation runs out of memory)"},
     )
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
@@ -127,6 +141,10 @@ class VRAELanguageModelingTask(FairseqTask):
             raise ValueError("--latent-mode prior needs --num-samples N (how many sentences to sample)")
         if cfg.latent_mode == "interpolate" and cfg.interpolation_steps < 0:
             raise ValueError("--interpolation-steps must be >= 0")
+        if cfg.iw_samples < 0:
+            raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
+        if cfg.iw_chunk_tokens < 1:
+            raise ValueError(f"--iw-chunk-tokens must be >= 1, got {cfg.iw_chunk_tokens}")
 
     @classmethod
     def setup_task(cls, cfg: VRAELanguageModelingConfig, **kwargs):
@@ -384,6 +402,70 @@ class VRAELanguageModelingTask(FairseqTask):
         return [[hypos[p * points + j][0] for j in range(points)] for p in range(pairs)]
 
     # ----------------------------------------------------------------------------------
+    # evaluation
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.cfg.iw_samples > 0 and sample["target"].numel() > 0:
+            generator = None
+            if "id" in sample and sample["id"].numel() > 0:
+                device = sample["target"].device
+                generator = torch.Generator(device=device).manual_seed(
+                    (self.cfg.seed * 1_000_003 + int(sample["id"].min())) % (2**63 - 1)
+                )
+            with torch.no_grad():
+                result = importance_weighted_evaluation(
+                    model,
+                    sample,
+                    self.cfg.iw_samples,
+                    self.dictionary.pad(),
+                    chunk_tokens=self.cfg.iw_chunk_tokens,
+                    generator=generator,
+                )
+            logging_output.update(
+                iw_nll=float(result["iw_nll"].sum()),
+                iw_nsentences=sample["target"].size(0),
+                iw_ntokens=int(sample["ntokens"]),
+                posterior_mu=result["mu"].cpu(),
+                posterior_logvar=result["logvar"].cpu(),
+            )
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        with_iw = [log for log in logging_outputs if "iw_nll" in log]
+        if not with_iw:
+            return
+        iw_nll = sum(log["iw_nll"] for log in with_iw)
+        nsentences = sum(log["iw_nsentences"] for log in with_iw)
+        ntokens = sum(log["iw_ntokens"] for log in with_iw)
+        if nsentences == 0 or ntokens == 0:
+            return
+        metrics.log_scalar("iw_nll", iw_nll / nsentences, nsentences, round=3, priority=1020)
+        metrics.log_scalar("_iw_nll_per_token", iw_nll / ntokens, ntokens)
+        metrics.log_derived(
+            "iw_ppl", lambda meters: _safe_exp(meters["_iw_nll_per_token"].avg), priority=1030
+        )
+        posteriors = [log for log in with_iw if "posterior_mu" in log]
+        if posteriors:
+            metrics.log_custom(
+                lambda: MutualInformationMeter(seed=self.cfg.seed),
+                "mi",
+                torch.cat([log["posterior_mu"] for log in posteriors]),
+                torch.cat([log["posterior_logvar"] for log in posteriors]),
+                priority=1040,
+            )
+
+    @staticmethod
+    def logging_outputs_can_be_summed(criterion) -> bool:
+        """Not with --iw-samples: the MI estimator needs every posterior, so workers
+        gather their logging outputs instead of summing them."""
+        task = getattr(criterion, "task", None)
+        if task is not None and getattr(task.cfg, "iw_samples", 0) > 0:
+            return False
+        return criterion.logging_outputs_can_be_summed()
+
+    # ----------------------------------------------------------------------------------
     # training
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -393,6 +475,11 @@ class VRAELanguageModelingTask(FairseqTask):
         return super().train_step(
             sample, model, criterion, optimizer, update_num, ignore_grad=ignore_grad
         )
+
+
+def _safe_exp(value) -> float:
+    value = float(value)
+    return round(float(np.exp(value)), 2) if value < 700 else float("inf")
 
 
 class ListWithSizes(list):

@@ -1,0 +1,161 @@
+"""Evaluation of a trained VAE: the importance-weighted NLL and the statistics of q(z|x).
+
+The maths lives in :mod:`fairseq_vrae.vae_math`; this module runs the networks in
+memory-bounded chunks and accumulates whole-split statistics in fairseq meters.
+"""
+
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from fairseq.logging.meters import Meter
+from torch import Tensor
+
+from .vae_math import (
+    ACTIVE_UNIT_THRESHOLD,
+    active_units,
+    importance_weighted_nll,
+    log_importance_weights,
+    mutual_information,
+)
+
+
+def samples_per_chunk(num_samples: int, batch_size: int, target_length: int, chunk_tokens: int) -> int:
+    """How many posterior samples of every sentence one decoder pass may score."""
+    per_sample = max(1, batch_size * target_length)
+    return max(1, min(num_samples, chunk_tokens // per_sample))
+
+
+@torch.no_grad()
+def sentence_log_likelihood(model, prev_output_tokens: Tensor, target: Tensor, z: Tensor, padding_idx: int) -> Tensor:
+    """log p(x|z) per row, float32; ``z`` has one row per row of the token tensors."""
+    logits, _ = model.decoder(prev_output_tokens, encoder_out={"z": z})
+    token_nll = F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=padding_idx,
+        reduction="none",
+    )
+    return -token_nll.view(target.shape).sum(dim=1)
+
+
+@torch.no_grad()
+def importance_weighted_evaluation(
+    model,
+    sample: Dict,
+    num_samples: int,
+    padding_idx: int,
+    chunk_tokens: int = 16384,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, Tensor]:
+    """IW-NLL of every sentence of ``sample`` with ``num_samples`` draws from q(z|x).
+
+    The encoder runs once; the decoder scores ``K`` codes per sentence in chunks of at
+    most about ``chunk_tokens`` target tokens, so K = 500 fits in memory.  Returns
+    ``iw_nll`` (nats per sentence, float64), and the posterior ``mu`` and ``logvar``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
+    net_input = sample["net_input"]
+    posterior = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    mu, logvar = posterior["mu"].float(), posterior["logvar"].float()
+    prev_output_tokens, target = net_input["prev_output_tokens"], sample["target"]
+    batch_size, target_length = target.shape
+    chunk = samples_per_chunk(num_samples, batch_size, target_length, chunk_tokens)
+    std = torch.exp(0.5 * logvar)
+    # all noise up front (small: batch x K x dim), so the chunk size cannot change it
+    noise = torch.randn((batch_size, num_samples, mu.size(1)), device=mu.device, generator=generator)
+    log_weights = []
+    for start in range(0, num_samples, chunk):
+        k = min(chunk, num_samples - start)
+        z = mu.unsqueeze(1) + std.unsqueeze(1) * noise[:, start : start + k]  # (batch, k, dim)
+        log_likelihood = sentence_log_likelihood(
+            model,
+            prev_output_tokens.repeat_interleave(k, dim=0),
+            target.repeat_interleave(k, dim=0),
+            z.view(batch_size * k, -1).to(posterior["mu"].dtype),
+            padding_idx,
+        ).view(batch_size, k)
+        log_weights.append(log_importance_weights(log_likelihood, z, mu, logvar))
+    return {
+        "iw_nll": importance_weighted_nll(torch.cat(log_weights, dim=1)),
+        "mu": mu,
+        "logvar": logvar,
+    }
+
+
+class ActiveUnitsMeter(Meter):
+    """Counts active latent units over everything it is given (batches, workers).
+
+    Keeps running sums of the posterior means and their squares, so a split of any
+    size costs two vectors of memory.
+    """
+
+    def __init__(self, threshold: float = ACTIVE_UNIT_THRESHOLD):
+        self.threshold = threshold
+        self.reset()
+
+    def reset(self):
+        self.mu_sum: Optional[Tensor] = None
+        self.mu_sq_sum: Optional[Tensor] = None
+        self.count = 0.0
+
+    def update(self, mu_sum: Tensor, mu_sq_sum: Tensor, count: float):
+        mu_sum = torch.as_tensor(mu_sum).detach().double().cpu()
+        mu_sq_sum = torch.as_tensor(mu_sq_sum).detach().double().cpu()
+        if self.mu_sum is None:
+            self.mu_sum, self.mu_sq_sum = mu_sum.clone(), mu_sq_sum.clone()
+        else:
+            self.mu_sum += mu_sum
+            self.mu_sq_sum += mu_sq_sum
+        self.count += float(count)
+
+    def state_dict(self):
+        return {"threshold": self.threshold, "mu_sum": self.mu_sum, "mu_sq_sum": self.mu_sq_sum, "count": self.count}
+
+    def load_state_dict(self, state_dict):
+        self.threshold = state_dict["threshold"]
+        self.mu_sum, self.mu_sq_sum = state_dict["mu_sum"], state_dict["mu_sq_sum"]
+        self.count = state_dict["count"]
+
+    @property
+    def smoothed_value(self) -> float:
+        if self.mu_sum is None:
+            return 0
+        return active_units(self.mu_sum, self.mu_sq_sum, self.count, self.threshold)
+
+
+class MutualInformationMeter(Meter):
+    """I_q(x; z) over the whole split: keeps every posterior it is given (N x 2 x dim
+    floats) and evaluates the aggregate-posterior estimator when read."""
+
+    def __init__(self, seed: int = 1):
+        self.seed = seed
+        self.reset()
+
+    def reset(self):
+        self.mu, self.logvar = [], []
+        self._cached: Optional[float] = None
+
+    def update(self, mu: Tensor, logvar: Tensor):
+        self.mu.append(mu.detach().float().cpu())
+        self.logvar.append(logvar.detach().float().cpu())
+        self._cached = None
+
+    def state_dict(self):
+        return {"seed": self.seed, "mu": self.mu, "logvar": self.logvar}
+
+    def load_state_dict(self, state_dict):
+        self.seed, self.mu, self.logvar = state_dict["seed"], state_dict["mu"], state_dict["logvar"]
+        self._cached = None
+
+    @property
+    def smoothed_value(self) -> float:
+        if not self.mu:
+            return math.nan
+        if self._cached is None:
+            generator = torch.Generator().manual_seed(self.seed)
+            value = mutual_information(torch.cat(self.mu), torch.cat(self.logvar), generator=generator)
+            self._cached = round(value, 3)
+        return self._cached
