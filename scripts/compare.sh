@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Drop-in comparison: fairseq's lstm_lm against the VAE recipes at the same sizes and
+# the same number of updates, each evaluated on the test split the same way, printed
+# as one markdown table.
+#
+#   bash scripts/compare.sh <bin-dir> [small|full]
+#
+# <bin-dir> is fairseq-preprocess --only-source output (dict.txt, train/valid/test).
+# small (default): a budget for 2 CPU cores, about 20 minutes on Penn Treebank;
+# full: the budget for a GPU.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
+# HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, SEED, RECIPES, COMPARE_DIR,
+# EXTRA_TRAIN_FLAGS (e.g. "--fp16").
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash "$REPO_ROOT/scripts/setup.sh" >/dev/null
+
+if [ $# -lt 1 ] || [ ! -f "$1/dict.txt" ]; then
+  echo "usage: bash scripts/compare.sh <bin-dir with dict.txt and train/valid/test> [small|full]" >&2
+  exit 2
+fi
+BIN="$(cd "$1" && pwd)"
+BUDGET="${2:-small}"
+case "$BUDGET" in
+  small) UPDATES="${UPDATES:-150}"; IW_SAMPLES="${IW_SAMPLES:-10}" ;;
+  full) UPDATES="${UPDATES:-8000}"; IW_SAMPLES="${IW_SAMPLES:-500}" ;;
+  *) echo "budget must be small or full, got '$BUDGET'" >&2; exit 2 ;;
+esac
+EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
+MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
+FREE_BITS="${FREE_BITS:-0.25}"; SEED="${SEED:-1}"
+RECIPES="${RECIPES:-bowman cyclical free-bits}"
+OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
+read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
+DEVICE=()
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  DEVICE=(--cpu)
+fi
+mkdir -p "$OUT"
+echo "compare: $BIN, budget $BUDGET ($UPDATES updates, $IW_SAMPLES importance samples), output in $OUT"
+
+COMMON=(--optimizer adam --lr "$LR" --clip-norm 5 --max-tokens "$MAX_TOKENS" --dropout "$DROPOUT"
+  --seed "$SEED" --num-workers 0 --log-format json --log-interval 25 --disable-validation
+  --no-epoch-checkpoints "${DEVICE[@]}" "${EXTRA[@]}")
+VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_lstm --criterion vrae_elbo
+  --embed-dim "$EMBED" --encoder-hidden-size "$HIDDEN" --decoder-hidden-size "$HIDDEN"
+  --latent-dim "$LATENT" --decoder-latent-input)
+steep() { "$PYTHON" -c "print(12 / $1)"; }
+
+# train NAME ARGS...: fairseq-train into $OUT/NAME, JSON log in train.log, seconds in wall
+train() {
+  local name="$1"; shift
+  local dir="$OUT/$name"
+  rm -rf "$dir"; mkdir -p "$dir"
+  local start; start=$(date +%s.%N)
+  fairseq-train "$BIN" "$@" --save-dir "$dir" >"$dir/train.log" 2>&1 || {
+    tail -20 "$dir/train.log" >&2; echo "training $name failed" >&2; exit 1; }
+  "$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))" >>"$dir/wall"
+}
+
+evaluate() {
+  local name="$1"; shift
+  fairseq-validate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --valid-subset test \
+    --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" "$@" >"$OUT/$name/test.log" 2>&1 || {
+    tail -20 "$OUT/$name/test.log" >&2; echo "evaluating $name failed" >&2; exit 1; }
+}
+
+echo "== lstm_lm (fairseq), one sentence per sample"
+train lstm_lm --task language_modeling --sample-break-mode eos --arch lstm_lm \
+  --decoder-embed-dim "$EMBED" --decoder-hidden-size "$HIDDEN" --decoder-out-embed-dim "$HIDDEN" \
+  --decoder-layers 1 --criterion cross_entropy --max-update "$UPDATES" "${COMMON[@]}"
+evaluate lstm_lm --task language_modeling --sample-break-mode eos
+
+for recipe in $RECIPES; do
+  echo "== vrae_lstm, recipe $recipe"
+  case "$recipe" in
+    bowman)  # logistic KL annealing + word dropout (Bowman et al. 2016)
+      train bowman "${VAE[@]}" --kl-schedule logistic --kl-logistic-midpoint $((UPDATES / 3)) \
+        --kl-logistic-steepness "$(steep "$UPDATES")" --word-dropout 0.25 \
+        --max-update "$UPDATES" "${COMMON[@]}" ;;
+    cyclical)  # 4 cycles, linear rise over half of each (Fu et al. 2019)
+      train cyclical "${VAE[@]}" --kl-schedule cyclical --kl-cycles 4 --kl-cycle-rising 0.5 \
+        --max-update "$UPDATES" "${COMMON[@]}" ;;
+    free-bits)  # autoencoder pre-training, fresh decoder, annealing + free bits (Li et al. 2019)
+      pre=$((UPDATES / 4))
+      train free-bits-ae "${VAE[@]}" --kl-schedule constant --kl-weight 0 \
+        --max-update "$pre" "${COMMON[@]}"
+      "$PYTHON" "$REPO_ROOT/scripts/reset_decoder.py" "$OUT/free-bits-ae/checkpoint_last.pt" \
+        "$OUT/free-bits-ae/encoder_only.pt" --seed "$SEED"
+      train free-bits "${VAE[@]}" --finetune-from-model "$OUT/free-bits-ae/encoder_only.pt" \
+        --kl-schedule linear --kl-warmup-updates $(((UPDATES - pre) / 2)) --free-bits "$FREE_BITS" \
+        --max-update $((UPDATES - pre)) "${COMMON[@]}"
+      cat "$OUT/free-bits-ae/wall" >>"$OUT/free-bits/wall"
+      cp "$OUT/free-bits-ae/train.log" "$OUT/free-bits/pretrain.log" ;;
+    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits)" >&2; exit 2 ;;
+  esac
+  evaluate "$recipe" --user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --iw-samples "$IW_SAMPLES"
+done
+
+"$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" lstm_lm $RECIPES \
+  --caption "test split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; embedding $EMBED, hidden $HIDDEN, latent $LATENT; IW-PPL from $IW_SAMPLES samples" \
+  | tee "$OUT/results.md"

@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Markdown table of a ``scripts/compare.sh`` output folder (one sub-folder per model).
+
+Each model folder holds ``train.log`` (fairseq-train, ``--log-format json``), possibly
+``pretrain.log``, ``wall`` (seconds, one line per training stage) and ``test.log``
+(fairseq-validate on the test split).
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import sys
+from typing import Dict, List, Optional
+
+
+def validate_metrics(path: str) -> Dict[str, float]:
+    """The key/value pairs of the last "valid on '<subset>' subset" line."""
+    found = None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if re.search(r"valid on '[^']+' subset", line):
+                found = line
+    if found is None:
+        raise SystemExit(f"{path}: no fairseq-validate result line")
+    metrics = {}
+    for item in re.split(r"\| valid on '[^']+' subset", found)[1].split("|"):
+        parts = item.split()
+        if len(parts) == 2:
+            try:
+                metrics[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return metrics
+
+
+def train_tokens_per_second(paths: List[str]) -> Optional[float]:
+    """Median words per second over the train_inner records, the first of each log left out."""
+    speeds = []
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        records = []
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if "| train_inner |" in line:
+                    records.append(json.loads(line[line.index("{"):]))
+        speeds += [float(r["wps"]) for r in records[1:]]
+    return statistics.median(speeds) if speeds else None
+
+
+def wall_seconds(path: str) -> float:
+    with open(path, encoding="utf-8") as handle:
+        return sum(float(line) for line in handle if line.strip())
+
+
+def row(folder: str, name: str) -> List[str]:
+    test = validate_metrics(os.path.join(folder, "test.log"))
+    wps = train_tokens_per_second([os.path.join(folder, "pretrain.log"), os.path.join(folder, "train.log")])
+    wall = wall_seconds(os.path.join(folder, "wall"))
+    speed = f"{wps:,.0f}" if wps else "–"
+    minutes = f"{wall / 60:.1f} min"
+    if "iw_ppl" in test:  # a VAE: importance-weighted estimates
+        return [f"vrae_lstm ({name})", f"{test['iw_ppl']:.2f}", f"{test['iw_nll']:.2f}",
+                f"{test['elbo']:.2f}", f"{test['kl']:.2f}", f"{test['mi']:.2f}",
+                f"{int(test['au'])}", speed, minutes]
+    # a language model: exact; fairseq-validate gives loss in bits per token and the
+    # split's total tokens (wpb) and sentences (bsz)
+    nll = test["loss"] * math.log(2) * test["wpb"] / test["bsz"]
+    return [f"{name} (fairseq)", f"{test['ppl']:.2f}", f"{nll:.2f}", "–", "–", "–", "–", speed, minutes]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder")
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--caption", default="")
+    args = parser.parse_args(argv)
+    header = ["model", "test PPL", "NLL/sentence", "−ELBO/sentence", "KL", "MI", "AU",
+              "train tokens/s", "train wall time"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in args.models:
+        lines.append("| " + " | ".join(row(os.path.join(args.folder, name), name)) + " |")
+    if args.caption:
+        lines += ["", args.caption + ". PPL per token with </s>; NLL, −ELBO, KL and MI in nats per sentence; "
+                  "the VAEs' PPL and NLL are importance-weighted estimates, the LM's are exact."]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
