@@ -68,6 +68,7 @@ setup(
     ],
     extras_require={
         "bpe": ["fastBPE"],
+        "plot": ["matplotlib"],
         "test": ["pytest"],
     },
     cmdclass={"build_py": BuildPyWithStartupHook},

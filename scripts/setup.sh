@@ -20,7 +20,7 @@ installed_here() {
 import importlib.util, os, sys
 spec = importlib.util.find_spec("fairseq_vrae")
 assert spec and os.path.realpath(spec.origin).startswith(os.path.realpath(sys.argv[1]))
-for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest"):
+for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest", "matplotlib"):
     assert importlib.util.find_spec(name), name
 PY
   [ -x "$(dirname "$PYTHON")/fastbpe" ]
@@ -59,7 +59,7 @@ if [ ! -x "$(dirname "$PYTHON")/fastbpe" ]; then
     -I"$src/fastBPE-0.1.0/fastBPE" -o "$(dirname "$PYTHON")/fastbpe"
   rm -rf "$src"
 fi
-pip_quiet install -e "$REPO_ROOT[test,bpe]"
+pip_quiet install -e "$REPO_ROOT[test,bpe,plot]"
 installed_here
 echo "$fingerprint" > "$stamp"
 echo "set-up: done ($PYTHON)"
