@@ -1,5 +1,6 @@
 """fairseq-preprocess -> fairseq-train -> resume, in process, on a tiny corpus."""
 
+import math
 import os
 
 import pytest
@@ -71,3 +72,14 @@ def test_validation_ppl_falls_as_the_model_trains(data, tmp_path):
     )
     ppl = [float(r["valid_ppl"]) for r in records if r.get("_logger") == "valid"]
     assert len(ppl) == 3 and ppl[-1] < ppl[0]
+
+
+def test_bf16_training_on_cpu_stays_finite_and_learns(data, tmp_path):
+    records = helpers.train_inner_records(helpers.run_train(helpers.vrae_train_args(
+        data, str(tmp_path / "bf16"), ["--bf16", "--max-update", "12", "--kl-schedule", "constant"]
+    )))
+    losses = [float(r["loss"]) for r in records]
+    assert len(losses) == 12
+    assert all(math.isfinite(v) for v in losses)
+    assert all(math.isfinite(float(r["kl"])) and float(r["kl"]) >= 0 for r in records)
+    assert sum(losses[-3:]) < sum(losses[:3])

@@ -82,3 +82,27 @@ def test_constant_schedule_and_unknown_name():
     assert vae_math.kl_weight("constant", 12345, final_weight=0.3) == 0.3
     with pytest.raises(ValueError, match="unknown KL schedule"):
         vae_math.kl_weight("exponential", 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_give_float32_densities_and_importance_weights(dtype):
+    torch.manual_seed(3)
+    mu, logvar = torch.randn(4, 16), torch.randn(4, 16).clamp(-3, 3)
+    z = mu.unsqueeze(1) + torch.randn(4, 5, 16)
+    log_likelihood = -torch.rand(4, 5) * 50
+    low = vae_math.log_importance_weights(log_likelihood.to(dtype), z.to(dtype), mu.to(dtype), logvar.to(dtype))
+    reference = vae_math.log_importance_weights(
+        log_likelihood.to(dtype).float(), z.to(dtype).float(), mu.to(dtype).float(), logvar.to(dtype).float()
+    )
+    assert low.dtype == torch.float32
+    assert torch.allclose(low, reference, atol=1e-4)
+    sample = vae_math.reparameterize(mu.to(dtype), logvar.to(dtype))
+    assert sample.dtype == dtype and torch.isfinite(sample).all()
+
+
+def test_log_variance_clamp_keeps_exp_finite_in_fp16():
+    extreme = torch.tensor([-1e4, -30.0, 0.0, 30.0, 1e4], dtype=torch.float16)
+    clamped = vae_math.clamp_logvar(extreme)
+    assert clamped.min() == vae_math.LOGVAR_MIN and clamped.max() == vae_math.LOGVAR_MAX
+    assert torch.isfinite(clamped.exp()).all()  # computed in fp16 itself
+    assert torch.isfinite((0.5 * clamped).exp()).all()
