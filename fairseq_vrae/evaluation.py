@@ -9,6 +9,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from fairseq.logging import meters as fairseq_meters
 from fairseq.logging.meters import Meter
 from torch import Tensor
 
@@ -144,11 +145,12 @@ class MutualInformationMeter(Meter):
         self._cached = None
 
     def state_dict(self):
-        return {"seed": self.seed, "mu": self.mu, "logvar": self.logvar}
+        # the posteriors belong to one pass over a split; checkpoints do not keep them
+        return {"seed": self.seed}
 
     def load_state_dict(self, state_dict):
-        self.seed, self.mu, self.logvar = state_dict["seed"], state_dict["mu"], state_dict["logvar"]
-        self._cached = None
+        self.seed = state_dict["seed"]
+        self.reset()
 
     @property
     def smoothed_value(self) -> float:
@@ -159,3 +161,10 @@ class MutualInformationMeter(Meter):
             value = mutual_information(torch.cat(self.mu), torch.cat(self.logvar), generator=generator)
             self._cached = round(value, 3)
         return self._cached
+
+
+# fairseq saves the meters of its "valid" aggregator in checkpoints and restores them
+# by class name from fairseq.logging.meters; make ours findable there so that runs
+# that logged them resume.
+for _meter_class in (ActiveUnitsMeter, MutualInformationMeter):
+    setattr(fairseq_meters, _meter_class.__name__, _meter_class)

@@ -197,3 +197,18 @@ def test_fairseq_validate_prints_every_metric(trained):
     assert metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"], abs=2e-3)
     assert 0 <= metrics["au"] <= 4
     assert metrics["iw_nll"] > 0
+
+
+def test_meters_survive_fairseqs_checkpoint_round_trip():
+    from fairseq.logging.meters import MetersDict
+
+    meters = MetersDict()
+    mu = synthetic_means(50)
+    meters.add_meter("au", ActiveUnitsMeter(), 10)
+    meters["au"].update(mu.sum(0), mu.pow(2).sum(0), 50)
+    meters.add_meter("mi", MutualInformationMeter(seed=3), 20)
+    meters["mi"].update(mu, torch.zeros_like(mu))
+    restored = MetersDict()
+    restored.load_state_dict(meters.state_dict())  # looks the classes up by name
+    assert restored["au"].smoothed_value == meters["au"].smoothed_value == 3
+    assert math.isnan(restored["mi"].smoothed_value)  # posteriors are not kept in checkpoints
