@@ -172,7 +172,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         metrics.log_scalar("kl_weight", total("kl_weight") / nsentences, nsentences, round=4)
         metrics.log_scalar("_elbo_per_token", (rec + kl) / ntokens, ntokens)
         metrics.log_derived(
-            "ppl", lambda meters: _safe_exp(meters["_elbo_per_token"].avg), priority=1000
+            "ppl", lambda meters: safe_exp(meters["_elbo_per_token"].avg), priority=1000
         )
         with_stats = [log for log in logging_outputs if "latent_mu_sum" in log]
         if with_stats:
@@ -190,6 +190,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         return True
 
 
-def _safe_exp(value) -> float:
+def safe_exp(value) -> float:
+    """exp of a mean log-loss for a logged perplexity; inf rather than an overflow."""
     value = float(value)
     return round(math.exp(value), 2) if value < 700 else float("inf")

@@ -15,6 +15,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
+from ..criterions.vrae_elbo import safe_exp
 from ..evaluation import MutualInformationMeter, importance_weighted_evaluation
 from ..generation_datasets import ObservedPrefixDataset, PriorSampleDataset, SentencePairDataset
 from ..vae_math import interpolate_latents, prior_latents
@@ -444,7 +445,7 @@ class VRAELanguageModelingTask(FairseqTask):
         metrics.log_scalar("iw_nll", iw_nll / nsentences, nsentences, round=3, priority=1020)
         metrics.log_scalar("_iw_nll_per_token", iw_nll / ntokens, ntokens)
         metrics.log_derived(
-            "iw_ppl", lambda meters: _safe_exp(meters["_iw_nll_per_token"].avg), priority=1030
+            "iw_ppl", lambda meters: safe_exp(meters["_iw_nll_per_token"].avg), priority=1030
         )
         posteriors = [log for log in with_iw if "posterior_mu" in log]
         if posteriors:
@@ -475,11 +476,6 @@ class VRAELanguageModelingTask(FairseqTask):
         return super().train_step(
             sample, model, criterion, optimizer, update_num, ignore_grad=ignore_grad
         )
-
-
-def _safe_exp(value) -> float:
-    value = float(value)
-    return round(float(np.exp(value)), 2) if value < 700 else float("inf")
 
 
 class ListWithSizes(list):
