@@ -21,7 +21,7 @@ fi
 BIN="$(cd "$1" && pwd)"
 BUDGET="${2:-small}"
 case "$BUDGET" in
-  small) UPDATES="${UPDATES:-150}"; IW_SAMPLES="${IW_SAMPLES:-10}" ;;
+  small) UPDATES="${UPDATES:-120}"; IW_SAMPLES="${IW_SAMPLES:-10}" ;;
   full) UPDATES="${UPDATES:-8000}"; IW_SAMPLES="${IW_SAMPLES:-500}" ;;
   *) echo "budget must be small or full, got '$BUDGET'" >&2; exit 2 ;;
 esac
