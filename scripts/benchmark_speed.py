@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -146,8 +145,8 @@ def measure_pair(data: str, args, device: str, precision: str) -> Dict[str, dict
 
 
 def cpu_peak_memory(kind: str, data: str, args, precision: str) -> Optional[float]:
-    """Growth of the peak resident set over a few training steps, in a fresh process
-    (CPU allocations are not tracked per model inside one process)."""
+    """Peak resident memory that training steps add to the loaded model, optimizer and
+    data, in a fresh process (CPU allocations are not tracked per model in one process)."""
     command = [sys.executable, os.path.abspath(__file__), "--memory-child", kind, "--data", data,
                "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size),
                "--latent-dim", str(args.latent_dim), "--max-tokens", str(args.max_tokens),
@@ -160,21 +159,50 @@ def cpu_peak_memory(kind: str, data: str, args, precision: str) -> Optional[floa
     return None
 
 
+def resident_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def memory_child(args) -> None:
+    import threading
+
     runner = Runner(model_argv(args.memory_child, args.data, args, "cpu", args.precision))
-    runner.steps(1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    runner.steps(1)  # optimizer state exists from here on
+    baseline = resident_mib()
+    peak = [baseline]
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_mib())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
     runner.steps(args.steps)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"MEMORY {after / 1024:.1f} {(after - before) / 1024:.1f}")
+    done.set()
+    watcher.join()
+    print(f"MEMORY {peak[0] - baseline:.1f} {baseline:.1f}")
 
 
 def prior_sampling_speed(runner: Runner, args) -> dict:
-    """Sentences/s decoding prior samples greedily, batches of ``--sample-batch``."""
+    """Sentences/s decoding prior samples greedily, batches of ``--sample-batch``, with
+    the model being trained or, better, a trained ``--sample-checkpoint`` (a briefly
+    trained model ends its sentences early and flatters the figure)."""
     import torch
+    from fairseq import checkpoint_utils
     from fairseq_vrae.hub_interface import VRAEHubInterface
 
-    hub = VRAEHubInterface(runner.cfg, runner.task, [runner.trainer.model])
+    if args.sample_checkpoint:
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [args.sample_checkpoint], arg_overrides={"data": runner.cfg.task.data}
+        )
+        hub = VRAEHubInterface(cfg, task, models)
+        if runner.cfg.common.fp16:
+            hub.half()
+    else:
+        hub = VRAEHubInterface(runner.cfg, runner.task, [runner.trainer.model])
     if runner.cuda:
         hub.cuda()
     hub.cfg.dataset.batch_size = args.sample_batch
@@ -208,6 +236,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-batch", type=int, default=500)
     parser.add_argument("--sample-windows", type=int, default=3)
     parser.add_argument("--sample-max-len", type=int, default=60, help="longest sampled sentence in tokens")
+    parser.add_argument("--sample-checkpoint", help="a trained vrae checkpoint (same dictionary) for prior sampling")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -248,7 +277,7 @@ def main(argv=None) -> int:
         return "–" if value is None else f"{value:,.0f}"
 
     print()
-    print("| device | precision | lstm_lm tokens/s | vrae_lstm tokens/s | VAE / LM | lstm_lm peak MiB | vrae_lstm peak MiB | prior samples/s (greedy, batch %d) |" % args.sample_batch)
+    print("| device | precision | lstm_lm tokens/s | vrae_lstm tokens/s | VAE / LM | lstm_lm step memory MiB | vrae_lstm step memory MiB | prior samples/s (greedy, batch %d) |" % args.sample_batch)
     print("|---|---|---|---|---|---|---|---|")
     for device, precision, lm_speed, vae_speed, lm_mem, vae_mem, sampling in rows:
         print(f"| {device} ({hardware[device]}) | {precision} | {lm_speed:,.0f} | {vae_speed:,.0f} | "
@@ -258,8 +287,9 @@ def main(argv=None) -> int:
     if "fp32" in gpu_rows and "fp16" in gpu_rows:
         print(f"\nGPU vrae_lstm fp16 / fp32 tokens/s: {gpu_rows['fp16'] / gpu_rows['fp32']:.2f}")
     print("\nTokens/s: median over the timed windows of target tokens (</s> included) per second of "
-          "fairseq Trainer.train_step. Peak memory: CUDA max allocated; on CPU, the peak resident "
-          "set of a separate process after the same number of steps.")
+          "fairseq Trainer.train_step. Step memory: on CUDA the peak allocated during the timed "
+          "windows; on CPU the peak resident memory the training steps add to the loaded model, "
+          "optimizer and data (a separate process per model, sampled every 2 ms).")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
