@@ -51,9 +51,11 @@ def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
 
 
 def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag(exp(logvar))), summed over the last dimension, float32."""
-    z32, mu32, logvar32 = z.float(), mu.float(), logvar.float()
-    return -0.5 * (_LOG_2PI + logvar32 + (z32 - mu32).pow(2) / logvar32.exp()).sum(-1)
+    """log N(z; mu, diag(exp(logvar))), summed over the last dimension, in float32
+    (float64 if the inputs are)."""
+    dtype = torch.promote_types(torch.promote_types(z.dtype, logvar.dtype), torch.float32)
+    z, mu, logvar = z.to(dtype), mu.to(dtype), logvar.to(dtype)
+    return -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
 
 
 def log_standard_normal(z: Tensor) -> Tensor:
@@ -196,13 +198,11 @@ def mutual_information(
         return 0.0
     eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
     z = mu + torch.exp(0.5 * logvar) * eps
-    inv_var = torch.exp(-logvar)
-    log_q_z_given_x = -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) * inv_var).sum(-1)
+    log_q_z_given_x = log_normal(z, mu, logvar)
     log_q_z = []
     for start in range(0, n, chunk_size):
-        zc = z[start : start + chunk_size].unsqueeze(1)  # (c, 1, dim)
-        log_dens = -0.5 * (_LOG_2PI + logvar + (zc - mu).pow(2) * inv_var).sum(-1)  # (c, n)
-        log_q_z.append(torch.logsumexp(log_dens, dim=1) - math.log(n))
+        zc = z[start : start + chunk_size].unsqueeze(1)  # (c, 1, dim) against all n posteriors
+        log_q_z.append(torch.logsumexp(log_normal(zc, mu, logvar), dim=1) - math.log(n))
     return float((log_q_z_given_x - torch.cat(log_q_z)).mean())
 
 

@@ -23,14 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PTB_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "ptb")
 DEMO_CORPUS = os.path.join(REPO_ROOT, "scripts", "demo_data", "stdlib_sentences.txt")
 
 
-def binarized_data(workdir: str) -> (str, str):
+def binarized_data(workdir: str) -> Tuple[str, str]:
     """(bin folder, description): Penn Treebank when present, else the demo corpus."""
     from fairseq import options
     from fairseq_cli import preprocess
@@ -104,7 +104,7 @@ class Runner:
             self.iterator = self.epoch_itr.next_epoch_itr(shuffle=True)
             return next(self.iterator)
 
-    def steps(self, count: int) -> (int, float):
+    def steps(self, count: int) -> Tuple[int, float]:
         """Train ``count`` steps; return (target tokens, seconds)."""
         import torch
 

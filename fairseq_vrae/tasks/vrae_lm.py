@@ -414,15 +414,14 @@ class VRAELanguageModelingTask(FairseqTask):
                 generator = torch.Generator(device=device).manual_seed(
                     (self.cfg.seed * 1_000_003 + int(sample["id"].min())) % (2**63 - 1)
                 )
-            with torch.no_grad():
-                result = importance_weighted_evaluation(
-                    model,
-                    sample,
-                    self.cfg.iw_samples,
-                    self.dictionary.pad(),
-                    chunk_tokens=self.cfg.iw_chunk_tokens,
-                    generator=generator,
-                )
+            result = importance_weighted_evaluation(
+                model,
+                sample,
+                self.cfg.iw_samples,
+                self.dictionary.pad(),
+                chunk_tokens=self.cfg.iw_chunk_tokens,
+                generator=generator,
+            )
             logging_output.update(
                 iw_nll=float(result["iw_nll"].sum()),
                 iw_nsentences=sample["target"].size(0),
