@@ -213,3 +213,27 @@ def test_an_lstm_lm_checkpoint_is_refused_by_name(memorised, tmp_path):
         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", "test", "--cpu",
     ])
     assert code != 0 and "needs a vrae model" in err and "'lstm_lm'" in err
+
+
+@pytest.mark.parametrize(
+    "mode_flags",
+    [
+        ["--beam", "1"],
+        ["--latent-mode", "prior", "--num-samples", "9", "--seed", "5", "--beam", "1"],
+        ["--latent-mode", "interpolate", "--interpolation-steps", "3", "--beam", "1"],
+        ["--latent-mode", "impute", "--beam", "3"],
+    ],
+    ids=["reconstruct", "prior", "interpolate", "impute"],
+)
+def test_fairseq_generate_fp16_model_gives_the_fp32_output(memorised, mode_flags):
+    """--fp16 halves the model (as on a GPU); latent codes must follow its dtype."""
+    code, half, err = generate(memorised, "--fp16", *mode_flags)
+    assert code == 0, err[-3000:]
+    _, full, _ = generate(memorised, *mode_flags)
+    half_hypotheses = [h.split("\t")[2] for h in lines(half, "H-")]
+    full_hypotheses = [h.split("\t")[2] for h in lines(full, "H-")]
+    assert len(half_hypotheses) == len(full_hypotheses) > 0
+    same = sum(a == b for a, b in zip(half_hypotheses, full_hypotheses))
+    assert same >= 0.8 * len(full_hypotheses), list(zip(half_hypotheses, full_hypotheses))
+    # the scores carry fp16 rounding: the half model really decoded
+    assert lines(half, "P-") != lines(full, "P-")
