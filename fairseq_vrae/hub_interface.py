@@ -91,6 +91,14 @@ class VRAEHubInterface(GeneratorHubInterface):
         with self._mode("impute", impute_fraction=fraction):
             return self._best(self.generate(self._token_ids(sentences), beam=beam, **kwargs))
 
+    def string(self, tokens: Tensor) -> str:
+        """Token ids -> words.  The base class iterates the tensor element by element,
+        which costs a device synchronisation per token on a GPU; one copy to a list
+        first makes decoding a batch of samples cheap on any device."""
+        if torch.is_tensor(tokens) and tokens.dim() == 1:
+            return self.tgt_dict.string(tokens.tolist())
+        return super().string(tokens)
+
     # ---------------------------------------------------------------- base methods
 
     def sample(self, sentences: Sentences, beam: int = 1, verbose: bool = False, **kwargs):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import helpers
 
@@ -107,6 +108,14 @@ def test_unknown_words_become_unk(hub):
     tokens = hub.to_token_ids("zebra quantum cat")
     assert tokens[0] == hub.src_dict.unk() and tokens[1] == hub.src_dict.unk()
     assert mu.shape == (1, 16)
+
+
+def test_fast_token_to_word_decoding_matches_the_dictionary(hub):
+    tokens = hub.to_token_ids("zebra " + SENTENCES[3])  # <unk> words ... </s>
+    assert hub.string(tokens) == hub.tgt_dict.string(tokens)
+    assert hub.string(tokens).startswith("<unk> ") and "</s>" not in hub.string(tokens)
+    batch = torch.stack([tokens, tokens])
+    assert hub.string(batch) == hub.tgt_dict.string(batch)
 
 
 # ------------------------------------------------------------------ the stock commands
