@@ -23,6 +23,13 @@ Each fix is gated on the versions it is needed for and is a no-op elsewhere:
   between ranks of the same job is loaded with ``weights_only=False``.
 * ``bf16_without_tpu`` -- ``--bf16`` makes fairseq switch on TPU mode (fairseq issue
   #4696); the switch is undone unless ``--tpu`` was given.
+* ``hydra_plugin_scan`` -- hydra-core 1.0.x discovers its plugins through the
+  ``find_module``/``load_module`` importer API, which Python 3.12 removed from
+  ``FileFinder`` ("'FileFinder' object has no attribute 'find_module'"); every fairseq
+  command reaches that scan when it builds its config.  The scanner is given finders
+  that answer ``find_module`` from ``find_spec`` and import with ``importlib``.  Applied
+  on every Python for hydra-core 1.0.x, so the path that 3.12 needs is the one in use
+  (and tested) everywhere.
 """
 
 from __future__ import annotations
@@ -210,11 +217,66 @@ def fix_bf16_tpu(module) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# hydra-core 1.0.x plugin discovery (the legacy importer API is gone in Python 3.12)
+
+
+class _ImportByName:
+    """What the scanner gets as a 'loader': imports the module the normal way."""
+
+    @staticmethod
+    def load_module(fullname: str):
+        import importlib
+
+        return importlib.import_module(fullname)
+
+
+class _SpecBackedFinder:
+    """A path-entry finder seen through the old ``find_module`` API."""
+
+    def __init__(self, finder):
+        self._finder = finder
+
+    def find_module(self, fullname: str, path=None):
+        spec = self._finder.find_spec(fullname)
+        return None if spec is None else _ImportByName()
+
+    def __getattr__(self, name):
+        return getattr(self._finder, name)
+
+
+class _PluginScanPkgutil:
+    """Stands in for ``pkgutil`` inside ``hydra.core.plugins`` only."""
+
+    def __init__(self, pkgutil):
+        self._pkgutil = pkgutil
+
+    def walk_packages(self, *args, **kwargs):
+        for info in self._pkgutil.walk_packages(*args, **kwargs):
+            yield info._replace(module_finder=_SpecBackedFinder(info.module_finder))
+
+    def __getattr__(self, name):
+        return getattr(self._pkgutil, name)
+
+
+def fix_hydra_plugin_scan(module) -> bool:
+    pkgutil = getattr(module, "pkgutil", None)
+    if pkgutil is None or isinstance(pkgutil, _PluginScanPkgutil):
+        return False
+    module.pkgutil = _PluginScanPkgutil(pkgutil)
+    APPLIED.append("hydra_plugin_scan")
+    return True
+
+
+# --------------------------------------------------------------------------------------
 # the import hook
 
 
 def _fairseq_affected() -> bool:
     return _affected("fairseq", _LAST_AFFECTED_FAIRSEQ)
+
+
+def _hydra_affected() -> bool:
+    return _affected("hydra-core", _LAST_AFFECTED_HYDRA)
 
 
 def _always() -> bool:
@@ -227,6 +289,7 @@ _HOOKS: dict = {
     "fairseq.checkpoint_utils": (_fairseq_affected, None, fix_checkpoint_loading),
     "fairseq.distributed.utils": (_fairseq_affected, None, fix_broadcast_object),
     "fairseq.options": (_fairseq_affected, None, fix_bf16_tpu),
+    "hydra.core.plugins": (_hydra_affected, None, fix_hydra_plugin_scan),
 }
 
 
@@ -236,6 +299,7 @@ FIX_NAMES = {
     "fairseq.checkpoint_utils": "checkpoint_safe_globals",
     "fairseq.distributed.utils": "broadcast_object",
     "fairseq.options": "bf16_without_tpu",
+    "hydra.core.plugins": "hydra_plugin_scan",
 }
 DISABLE_VARIABLE = "FAIRSEQ_VRAE_COMPAT_DISABLE"
 

@@ -45,9 +45,10 @@ def test_the_hook_is_an_installed_file_that_uninstall_removes():
 def test_fairseq_imports_and_the_fixes_apply_in_a_fresh_interpreter():
     out = run_python(
         "import fairseq, fairseq.options, fairseq.checkpoint_utils, fairseq.distributed.utils, sys;"
+        "import hydra.core.plugins;"
         "print(sorted(sys.modules['fairseq_vrae.compat'].APPLIED))"
     )
-    expected = ["bf16_without_tpu", "broadcast_object", "checkpoint_safe_globals"]
+    expected = ["bf16_without_tpu", "broadcast_object", "checkpoint_safe_globals", "hydra_plugin_scan"]
     if sys.version_info >= (3, 11):
         expected.append("dataclass_defaults")
     assert out == str(sorted(expected))
@@ -134,3 +135,41 @@ def test_resume_state_broadcast_and_per_worker_noise(tmp_path):
     mp.spawn(_two_ranks, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
     assert results[1][:2] == ("vrae_lstm", [0.0, 1.0, 2.0])
     assert results[0][2] != results[1][2]
+
+
+# Builds a fairseq config (which scans hydra's plugins) with FileFinder lacking the
+# legacy importer API, as on Python >= 3.12, and prints the plugins found.
+CONFIG_WITH_PYTHON_312_FINDERS = """
+import importlib.machinery, sys
+if sys.argv[1] == "py312":
+    for legacy in ("find_module", "find_loader"):
+        if hasattr(importlib.machinery.FileFinder, legacy):
+            delattr(importlib.machinery.FileFinder, legacy)
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+args = options.parse_args_and_arch(options.get_training_parser(),
+    ["/tmp/data", "--arch", "lstm_lm", "--task", "language_modeling"])
+cfg = convert_namespace_to_omegaconf(args)
+from hydra.core.plugins import Plugins
+print(cfg.model._name, sorted(c.__module__ + "." + c.__name__ for c in Plugins.instance().discover()))
+"""
+
+
+def run_config_build(finders: str, **env):
+    environment = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", CONFIG_WITH_PYTHON_312_FINDERS, finders],
+                          capture_output=True, text=True, env=environment, timeout=300)
+
+
+def test_hydra_plugin_scan_works_without_the_importer_api_python_312_removed():
+    fixed = run_config_build("py312")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    name, plugins = fixed.stdout.strip().split(" ", 1)
+    assert name == "lstm_lm" and "BasicLauncher" in plugins and "BasicSweeper" in plugins
+    # the same plugins as hydra finds on its own with the legacy API present
+    legacy = run_config_build("py311", FAIRSEQ_VRAE_COMPAT_DISABLE="hydra_plugin_scan")
+    assert legacy.returncode == 0, legacy.stderr[-3000:]
+    assert legacy.stdout.strip() == fixed.stdout.strip()
+    # and without the fix, the 3.12 finders break fairseq's config
+    broken = run_config_build("py312", FAIRSEQ_VRAE_COMPAT_DISABLE="hydra_plugin_scan")
+    assert broken.returncode != 0 and "find_module" in broken.stderr
