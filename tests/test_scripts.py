@@ -96,3 +96,26 @@ def test_reset_decoder_keeps_the_encoder_and_finetuning_starts_from_it(autoencod
     ))
     updates = [int(r["num_updates"]) for r in helpers.train_inner_records(records)]
     assert updates == [1, 2]  # the update count starts again
+
+
+def run_gpu_install(tmp_path, bundle, base_python):
+    import subprocess
+
+    env = dict(os.environ, BASE_PYTHON=base_python, VRAE_GPU_VENV=str(tmp_path / "venv"))
+    return subprocess.run(["bash", os.path.join(SCRIPTS, "gpu_install.sh"), str(bundle)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_gpu_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "not-a-bundle").mkdir()
+    done = run_gpu_install(tmp_path, tmp_path / "not-a-bundle", sys.executable)
+    assert done.returncode == 2 and "is not a bundle from scripts/gpu_bundle.sh" in done.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_gpu_install_refuses_a_python_without_torch(tmp_path):
+    fake = tmp_path / "python-without-torch"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import sys; sys.exit(1)'\n")
+    fake.chmod(0o755)
+    done = run_gpu_install(tmp_path, tmp_path, str(fake))
+    assert done.returncode == 2 and "cannot import torch" in done.stderr
