@@ -177,16 +177,20 @@ def parse_validate_line(output: str, subset: str) -> dict:
     return parsed
 
 
-def test_fairseq_validate_prints_every_metric(trained):
+def validate(trained, *extra) -> dict:
     data, checkpoint = trained
     command = [
         os.path.join(os.path.dirname(sys.executable), "fairseq-validate"), data,
         "--user-dir", helpers.USER_DIR, "--task", "vrae_lm", "--path", checkpoint,
-        "--valid-subset", "test", "--iw-samples", "30", "--max-tokens", "100000", "--cpu",
+        "--valid-subset", "test", "--iw-samples", "30", "--max-tokens", "100000", "--cpu", *extra,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = parse_validate_line(done.stdout + done.stderr, "test")
+    return parse_validate_line(done.stdout + done.stderr, "test")
+
+
+def test_fairseq_validate_prints_every_metric(trained):
+    metrics = validate(trained)
     for key in ("iw_nll", "iw_ppl", "elbo", "rec", "kl", "mi", "au", "ppl", "loss"):
         assert key in metrics, metrics
     # one batch holds the whole split: iw_ppl = exp(total IW-NLL / total tokens with </s>)
@@ -197,6 +201,16 @@ def test_fairseq_validate_prints_every_metric(trained):
     assert metrics["elbo"] == pytest.approx(metrics["rec"] + metrics["kl"], abs=2e-3)
     assert 0 <= metrics["au"] <= 4
     assert metrics["iw_nll"] > 0
+
+
+def test_fairseq_validate_with_an_fp16_model_matches_fp32(trained):
+    """--fp16 halves the model (as on a GPU); the bound and KL stay float32 maths."""
+    full, half = validate(trained), validate(trained, "--fp16")
+    for key in ("iw_nll", "elbo", "rec", "kl"):
+        assert math.isfinite(half[key])
+        assert half[key] == pytest.approx(full[key], rel=0.01), (key, half, full)
+    assert half["au"] == full["au"]
+    assert (half["iw_nll"], half["elbo"]) != (full["iw_nll"], full["elbo"])  # it did run in fp16
 
 
 def test_meters_survive_fairseqs_checkpoint_round_trip():
