@@ -28,7 +28,7 @@ esac
 EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
 FREE_BITS="${FREE_BITS:-0.25}"; SEED="${SEED:-1}"
-RECIPES="${RECIPES:-bowman cyclical free-bits}"
+RECIPES="${RECIPES:-bowman cyclical free-bits anneal-free-bits}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 DEVICE=()
@@ -91,7 +91,10 @@ for recipe in $RECIPES; do
         --max-update $((UPDATES - pre)) "${COMMON[@]}"
       cat "$OUT/free-bits-ae/wall" >>"$OUT/free-bits/wall"
       cp "$OUT/free-bits-ae/train.log" "$OUT/free-bits/pretrain.log" ;;
-    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits)" >&2; exit 2 ;;
+    anneal-free-bits)  # linear annealing over half the updates + free bits, one stage (Kingma et al. 2016)
+      train anneal-free-bits "${VAE[@]}" --kl-schedule linear --kl-warmup-updates $((UPDATES / 2)) \
+        --free-bits "$FREE_BITS" --max-update "$UPDATES" "${COMMON[@]}" ;;
+    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits, anneal-free-bits)" >&2; exit 2 ;;
   esac
   evaluate "$recipe" --user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --iw-samples "$IW_SAMPLES"
 done
