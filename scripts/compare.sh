@@ -6,7 +6,7 @@
 #   bash scripts/compare.sh <bin-dir> [small|full]
 #
 # <bin-dir> is fairseq-preprocess --only-source output (dict.txt, train/valid/test).
-# small (default): a budget for 2 CPU cores, about 20 minutes on Penn Treebank;
+# small (default): a budget for 2 CPU cores, about 18 minutes on Penn Treebank;
 # full: the budget for a GPU.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, SEED, RECIPES, COMPARE_DIR,
 # EXTRA_TRAIN_FLAGS (e.g. "--fp16").
