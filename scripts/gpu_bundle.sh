@@ -47,16 +47,5 @@ if [ ! -f "$BUNDLE/fairseq-0.12.2.tar.gz" ]; then
   pip_quiet download --no-deps --no-binary :all: --no-build-isolation "fairseq==0.12.2" -d "$BUNDLE"
 fi
 
-if [ ! -f "$BUNDLE/bin/dict.txt" ]; then
-  PTB="$(dirname "$REPO_ROOT")/shared/data/ptb"
-  if [ -f "$PTB/ptb.train.txt" ]; then
-    fairseq-preprocess --only-source --trainpref "$PTB/ptb.train.txt" --validpref "$PTB/ptb.valid.txt" \
-      --testpref "$PTB/ptb.test.txt" --destdir "$BUNDLE/bin" --workers 2 >/dev/null
-    echo "Penn Treebank" > "$BUNDLE/bin/SOURCE"
-  else
-    "$PYTHON" -m fairseq_vrae.prepare_text --input "$REPO_ROOT/scripts/demo_data/stdlib_sentences.txt" \
-      --destdir "$BUNDLE/bin" --workers 2 >/dev/null
-    echo "bundled demo corpus" > "$BUNDLE/bin/SOURCE"
-  fi
-fi
+bash "$REPO_ROOT/scripts/benchmark_data.sh" "$BUNDLE/bin"
 echo "gpu bundle for Python $TARGET: $BUNDLE ($(du -sh "$BUNDLE" | cut -f1)), data: $(cat "$BUNDLE/bin/SOURCE")"

@@ -25,16 +25,7 @@ if [ $# -ge 1 ]; then
   BIN="$(cd "$1" && pwd)"
 else
   BIN="$OUT/bin"
-  if [ ! -f "$BIN/dict.txt" ]; then
-    PTB="$(dirname "$REPO_ROOT")/shared/data/ptb"
-    if [ -f "$PTB/ptb.train.txt" ]; then
-      fairseq-preprocess --only-source --trainpref "$PTB/ptb.train.txt" --validpref "$PTB/ptb.valid.txt" \
-        --testpref "$PTB/ptb.test.txt" --destdir "$BIN" --workers 4 >/dev/null
-    else
-      "$PYTHON" -m fairseq_vrae.prepare_text --input "$REPO_ROOT/scripts/demo_data/stdlib_sentences.txt" \
-        --destdir "$BIN" --workers 4 >/dev/null
-    fi
-  fi
+  bash "$REPO_ROOT/scripts/benchmark_data.sh" "$BIN"
 fi
 
 TRAIN=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_lstm --criterion vrae_elbo
