@@ -268,6 +268,140 @@ def fix_hydra_plugin_scan(module) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# gathering logging outputs across workers (any backend, any size)
+
+
+def _backend_device(group, torch_distributed):
+    """Where a collective of ``group`` must have its tensors: CUDA for NCCL, else CPU."""
+    import torch
+
+    backend = str(torch_distributed.get_backend(group)).lower()
+    if "nccl" in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_objects(data, group=None) -> list:
+    """Every worker's ``data``, in rank order, on the CPU (tensors included).
+
+    Two collectives: the payload sizes, then the payloads padded to the largest.  The
+    buffers live on the device the backend works with and are sized to the payload,
+    so nothing caps what can be gathered.
+    """
+    import pickle
+
+    import torch
+    import torch.distributed as dist
+    from fairseq import utils
+
+    device = _backend_device(group, dist)
+    world_size = dist.get_world_size(group=group)
+    payload = pickle.dumps(utils.move_to_cpu(data))
+    size = torch.tensor([len(payload)], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size, group=group)
+    sizes = [int(s.item()) for s in sizes]
+    longest = max(sizes)
+    local = torch.zeros(longest, dtype=torch.uint8)
+    local[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+    local = local.to(device)
+    gathered = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(world_size)]
+    dist.all_gather(gathered, local, group=group)
+    # bytes pickled a moment ago by the workers of this job
+    return [pickle.loads(buffer[:n].cpu().numpy().tobytes()) for buffer, n in zip(gathered, sizes)]
+
+
+def fix_all_gather_list(module) -> bool:
+    """``all_gather_list`` without a CUDA buffer or a size cap."""
+    original = getattr(module, "all_gather_list", None)
+    if original is None or getattr(original, "_fairseq_vrae", False):
+        return False
+    get_global_group = module.get_global_group
+
+    def all_gather_list(data, group=None, max_size=16384):
+        if group is None:
+            group = get_global_group()
+        if isinstance(group, tuple):  # fairseq's TPU groups: leave them to fairseq
+            return original(data, group=group, max_size=max_size)
+        return gather_objects(data, group=group)
+
+    all_gather_list._fairseq_vrae = True
+    all_gather_list.__wrapped__ = original
+    all_gather_list.__doc__ = original.__doc__
+    module.all_gather_list = all_gather_list
+    APPLIED.append("all_gather_list")
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# the fused Transformer encoder-layer fast path (torch >= 2.0)
+
+
+def fast_path_needs_mask_type() -> bool:
+    """True where torch's fused encoder layer takes the ``mask_type`` argument that
+    fairseq 0.12.2 (written for torch 1.12/1.13) does not pass."""
+    import torch
+
+    try:
+        schemas = torch._C._jit_get_schemas_for_operator("aten::_transformer_encoder_layer_fwd")
+    except Exception:
+        return False
+    return any(argument.name == "mask_type" for schema in schemas for argument in schema.arguments)
+
+
+def fix_transformer_fast_path(module) -> bool:
+    """Keep encoder layers loaded from a checkpoint on fairseq's own code path."""
+    layer_class = getattr(module, "TransformerEncoderLayerBase", None)
+    if layer_class is None or not fast_path_needs_mask_type():
+        return False
+    original = layer_class._load_from_state_dict
+    if getattr(original, "_fairseq_vrae", False):
+        return False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        # loading switches the layer to torch's fused kernel, which fairseq calls with
+        # torch 1.13's arguments ("Mask Type should be defined"); stay on the module path
+        self.load_to_BT = False
+
+    _load_from_state_dict._fairseq_vrae = True
+    _load_from_state_dict.__wrapped__ = original
+    layer_class._load_from_state_dict = _load_from_state_dict
+    APPLIED.append("transformer_fast_path")
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# fairseq-hydra-train: plugin defaults
+
+
+def fix_hydra_train_user_dir(module) -> bool:
+    """Import ``common.user_dir`` before fairseq-hydra-train fills in config defaults.
+
+    ``add_defaults`` looks the task/model/criterion names up in fairseq's registries,
+    which hold a plugin's classes only once its folder is imported; fairseq imports it
+    later, so a plugin's dataclass defaults were never merged.
+    """
+    original = getattr(module, "add_defaults", None)
+    if original is None or getattr(original, "_fairseq_vrae", False):
+        return False
+
+    def add_defaults(cfg):
+        common = cfg.get("common") if hasattr(cfg, "get") else None
+        if common is not None and common.get("user_dir", None):
+            from fairseq import utils
+
+            utils.import_user_module(common)
+        return original(cfg)
+
+    add_defaults._fairseq_vrae = True
+    add_defaults.__wrapped__ = original
+    module.add_defaults = add_defaults
+    APPLIED.append("hydra_user_dir_defaults")
+    return True
+
+
+# --------------------------------------------------------------------------------------
 # the import hook
 
 
@@ -283,40 +417,36 @@ def _always() -> bool:
     return True
 
 
-#: module name -> (gate, patch run before the module executes, patch run after)
-_HOOKS: dict = {
-    "dataclasses": (_always, None, fix_dataclass_defaults),
-    "fairseq.checkpoint_utils": (_fairseq_affected, None, fix_checkpoint_loading),
-    "fairseq.distributed.utils": (_fairseq_affected, None, fix_broadcast_object),
-    "fairseq.options": (_fairseq_affected, None, fix_bf16_tpu),
-    "hydra.core.plugins": (_hydra_affected, None, fix_hydra_plugin_scan),
-}
-
-
-#: module name -> the name of its fix (as listed in APPLIED and accepted by DISABLE_VARIABLE)
-FIX_NAMES = {
-    "dataclasses": "dataclass_defaults",
-    "fairseq.checkpoint_utils": "checkpoint_safe_globals",
-    "fairseq.distributed.utils": "broadcast_object",
-    "fairseq.options": "bf16_without_tpu",
-    "hydra.core.plugins": "hydra_plugin_scan",
-}
+#: (fix name, module, gate, patch run after the module executes), in the order applied.
+#: A fix's name is what APPLIED lists and DISABLE_VARIABLE accepts.
+FIXES: tuple = (
+    ("dataclass_defaults", "dataclasses", _always, fix_dataclass_defaults),
+    ("checkpoint_safe_globals", "fairseq.checkpoint_utils", _fairseq_affected, fix_checkpoint_loading),
+    ("broadcast_object", "fairseq.distributed.utils", _fairseq_affected, fix_broadcast_object),
+    ("all_gather_list", "fairseq.distributed.utils", _fairseq_affected, fix_all_gather_list),
+    ("bf16_without_tpu", "fairseq.options", _fairseq_affected, fix_bf16_tpu),
+    ("hydra_plugin_scan", "hydra.core.plugins", _hydra_affected, fix_hydra_plugin_scan),
+    ("transformer_fast_path", "fairseq.modules.transformer_layer", _fairseq_affected, fix_transformer_fast_path),
+    ("hydra_user_dir_defaults", "fairseq_cli.hydra_train", _fairseq_affected, fix_hydra_train_user_dir),
+)
 DISABLE_VARIABLE = "FAIRSEQ_VRAE_COMPAT_DISABLE"
+
+#: module name -> [(gate, patch), ...] for the fixes in force (filled by install())
+_HOOKS: dict = {}
 
 
 class _PatchingLoader:
-    def __init__(self, inner, before, after):
-        self._inner, self._before, self._after = inner, before, after
+    def __init__(self, inner, patches):
+        self._inner, self._patches = inner, patches
 
     def create_module(self, spec):
         return self._inner.create_module(spec)
 
     def exec_module(self, module):
-        if self._before is not None:
-            _safely(self._before, module)
         self._inner.exec_module(module)
-        if self._after is not None:
-            _safely(self._after, module)
+        for gate, patch in self._patches:
+            if gate():
+                _safely(patch, module)
 
     def __getattr__(self, name):  # e.g. get_source, is_package for tracebacks
         return getattr(self._inner, name)
@@ -334,13 +464,12 @@ class _PatchFinder:
         self._resolving = set()
 
     def find_spec(self, fullname, path, target=None):
-        hook = _HOOKS.get(fullname)
-        if hook is None or fullname in self._resolving:
+        patches = _HOOKS.get(fullname)
+        if not patches or fullname in self._resolving:
             return None
-        gate, before, after = hook
         self._resolving.add(fullname)
         try:
-            if not gate():
+            if not any(gate() for gate, _ in patches):
                 return None
             spec = None
             for finder in sys.meta_path:  # the other finders; this one steps aside
@@ -354,7 +483,7 @@ class _PatchFinder:
         finally:
             self._resolving.discard(fullname)
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _PatchingLoader(spec.loader, before, after)
+            spec.loader = _PatchingLoader(spec.loader, patches)
         return spec
 
 
@@ -370,11 +499,14 @@ def install() -> None:
     if any(type(finder).__name__ == "_PatchFinder" for finder in sys.meta_path):
         return  # already installed, possibly by another copy of this module
     disabled = _disabled()
-    for name, (gate, before, after) in list(_HOOKS.items()):
-        if FIX_NAMES[name] in disabled:
-            del _HOOKS[name]
+    _HOOKS.clear()
+    for name, module_name, gate, patch in FIXES:
+        if name not in disabled:
+            _HOOKS.setdefault(module_name, []).append((gate, patch))
     sys.meta_path.insert(0, _PatchFinder())
-    for name, (gate, before, after) in _HOOKS.items():
-        module = sys.modules.get(name)
-        if module is not None and after is not None and gate():
-            _safely(after, module)
+    for module_name, patches in _HOOKS.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            for gate, patch in patches:
+                if gate():
+                    _safely(patch, module)

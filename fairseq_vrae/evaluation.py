@@ -41,6 +41,17 @@ def sentence_log_likelihood(model, prev_output_tokens: Tensor, target: Tensor, z
     return -token_nll.view(target.shape).sum(dim=1)
 
 
+def sentence_noise(seeds: Tensor, num_samples: int, dim: int) -> Tensor:
+    """N(0, I) noise of shape (len(seeds), num_samples, dim), each row drawn from its own
+    CPU generator: a sentence gets the same draws whatever batch, worker or device it
+    is evaluated on."""
+    rows = [
+        torch.randn((num_samples, dim), generator=torch.Generator().manual_seed(int(seed) % (2**63 - 1)))
+        for seed in seeds.tolist()
+    ]
+    return torch.stack(rows) if rows else torch.zeros(0, num_samples, dim)
+
+
 @torch.no_grad()
 def importance_weighted_evaluation(
     model,
@@ -49,12 +60,15 @@ def importance_weighted_evaluation(
     padding_idx: int,
     chunk_tokens: int = 16384,
     generator: Optional[torch.Generator] = None,
+    sentence_seeds: Optional[Tensor] = None,
 ) -> Dict[str, Tensor]:
     """IW-NLL of every sentence of ``sample`` with ``num_samples`` draws from q(z|x).
 
     The encoder runs once; the decoder scores ``K`` codes per sentence in chunks of at
-    most about ``chunk_tokens`` target tokens, so K = 500 fits in memory.  Returns
-    ``iw_nll`` (nats per sentence, float64), and the posterior ``mu`` and ``logvar``.
+    most about ``chunk_tokens`` target tokens, so K = 500 fits in memory.  The noise
+    comes from ``sentence_seeds`` (one per row, see :func:`sentence_noise`) when given,
+    else from ``generator``.  Returns ``iw_nll`` (nats per sentence, float64), and the
+    posterior ``mu`` and ``logvar``.
     """
     if num_samples < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
@@ -66,7 +80,10 @@ def importance_weighted_evaluation(
     chunk = samples_per_chunk(num_samples, batch_size, target_length, chunk_tokens)
     std = torch.exp(0.5 * logvar)
     # all noise up front (small: batch x K x dim), so the chunk size cannot change it
-    noise = torch.randn((batch_size, num_samples, mu.size(1)), device=mu.device, generator=generator)
+    if sentence_seeds is not None:
+        noise = sentence_noise(sentence_seeds, num_samples, mu.size(1)).to(mu.device)
+    else:
+        noise = torch.randn((batch_size, num_samples, mu.size(1)), device=mu.device, generator=generator)
     log_weights = []
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
@@ -129,19 +146,25 @@ class ActiveUnitsMeter(Meter):
 
 class MutualInformationMeter(Meter):
     """I_q(x; z) over the whole split: keeps every posterior it is given (N x 2 x dim
-    floats) and evaluates the aggregate-posterior estimator when read."""
+    floats) and evaluates the aggregate-posterior estimator when read.
+
+    With sentence ids, the posteriors are put in id order before the estimator draws
+    its noise, so the value does not depend on how batches or workers split the data.
+    """
 
     def __init__(self, seed: int = 1):
         self.seed = seed
         self.reset()
 
     def reset(self):
-        self.mu, self.logvar = [], []
+        self.mu, self.logvar, self.ids = [], [], []
         self._cached: Optional[float] = None
 
-    def update(self, mu: Tensor, logvar: Tensor):
+    def update(self, mu: Tensor, logvar: Tensor, ids: Optional[Tensor] = None):
         self.mu.append(mu.detach().float().cpu())
         self.logvar.append(logvar.detach().float().cpu())
+        if ids is not None:
+            self.ids.append(torch.as_tensor(ids).detach().long().cpu().view(-1))
         self._cached = None
 
     def state_dict(self):
@@ -157,8 +180,12 @@ class MutualInformationMeter(Meter):
         if not self.mu:
             return math.nan
         if self._cached is None:
+            mu, logvar = torch.cat(self.mu), torch.cat(self.logvar)
+            if len(self.ids) == len(self.mu):
+                order = torch.argsort(torch.cat(self.ids), stable=True)
+                mu, logvar = mu[order], logvar[order]
             generator = torch.Generator().manual_seed(self.seed)
-            value = mutual_information(torch.cat(self.mu), torch.cat(self.logvar), generator=generator)
+            value = mutual_information(mu, logvar, generator=generator)
             self._cached = round(value, 3)
         return self._cached
 

@@ -51,6 +51,24 @@ def binarize(workdir: str, splits: Dict[str, Sequence[str]], srcdict: str = None
     return destdir
 
 
+def binarize_pair(workdir: str, splits: Dict[str, Sequence[tuple]], source: str = "en", target: str = "de") -> str:
+    """Write (source, target) sentence pairs per split and run fairseq-preprocess -s -t
+    --joined-dictionary; return destdir."""
+    os.makedirs(workdir, exist_ok=True)
+    destdir = os.path.join(workdir, "bin")
+    argv = ["--source-lang", source, "--target-lang", target, "--joined-dictionary",
+            "--destdir", destdir, "--workers", "1"]
+    for split, pairs in splits.items():
+        prefix = os.path.join(workdir, split)
+        write_corpus(f"{prefix}.{source}", [pair[0] for pair in pairs])
+        write_corpus(f"{prefix}.{target}", [pair[1] for pair in pairs])
+        flag = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}[split]
+        argv += [flag, prefix]
+    parser = options.get_preprocessing_parser()
+    preprocess.main(parser.parse_args(argv))
+    return destdir
+
+
 def vrae_train_args(data: str, save_dir: str, extra: Sequence[str] = ()) -> List[str]:
     return [
         data,

@@ -45,10 +45,11 @@ def test_the_hook_is_an_installed_file_that_uninstall_removes():
 def test_fairseq_imports_and_the_fixes_apply_in_a_fresh_interpreter():
     out = run_python(
         "import fairseq, fairseq.options, fairseq.checkpoint_utils, fairseq.distributed.utils, sys;"
-        "import hydra.core.plugins;"
+        "import hydra.core.plugins, fairseq.modules.transformer_layer, fairseq_cli.hydra_train;"
         "print(sorted(sys.modules['fairseq_vrae.compat'].APPLIED))"
     )
-    expected = ["bf16_without_tpu", "broadcast_object", "checkpoint_safe_globals", "hydra_plugin_scan"]
+    expected = ["all_gather_list", "bf16_without_tpu", "broadcast_object", "checkpoint_safe_globals",
+                "hydra_plugin_scan", "hydra_user_dir_defaults", "transformer_fast_path"]
     if sys.version_info >= (3, 11):
         expected.append("dataclass_defaults")
     assert out == str(sorted(expected))
@@ -173,3 +174,25 @@ def test_hydra_plugin_scan_works_without_the_importer_api_python_312_removed():
     # and without the fix, the 3.12 finders break fairseq's config
     broken = run_config_build("py312", FAIRSEQ_VRAE_COMPAT_DISABLE="hydra_plugin_scan")
     assert broken.returncode != 0 and "find_module" in broken.stderr
+
+
+def _gather_on_two_ranks(rank, init_file, results):
+    import torch.distributed as dist
+    from fairseq.distributed import utils as distributed_utils
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    # payloads of different sizes, the larger one far above fairseq's 16 KiB default cap
+    payload = {"rank": rank, "posteriors": torch.full((1000 * (rank + 1), 8), float(rank))}
+    gathered = distributed_utils.all_gather_list(payload, group=dist.group.WORLD, max_size=16384)
+    results[rank] = [(item["rank"], tuple(item["posteriors"].shape), float(item["posteriors"].sum())) for item in gathered]
+    dist.destroy_process_group()
+
+
+def test_all_gather_list_works_on_gloo_without_a_size_cap(tmp_path):
+    import torch.multiprocessing as mp
+
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_gather_on_two_ranks, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+    expected = [(0, (1000, 8), 0.0), (1, (2000, 8), 16000.0)]
+    assert results[0] == results[1] == expected

@@ -91,3 +91,67 @@ def test_two_workers_log_the_totals_of_one_worker_with_update_freq_2(tmp_path):
         # ppl = exp(total -ELBO / total tokens)
         assert record["elbo"] == pytest.approx(record["rec"] + record["kl"], abs=2e-3)
         assert record["ppl"] == pytest.approx(math.exp(record["elbo"] * record["bsz"] / record["wpb"]), rel=2e-3)
+
+
+# --------------------------------------------------------------------------------------
+# evaluation with several workers: logging outputs that cannot be summed are gathered
+
+
+def validation_metrics(output: str) -> dict:
+    """The last validation record fairseq printed (fairseq-train or fairseq-validate),
+    without the ``valid_`` prefix."""
+    found = None
+    for line in output.splitlines():
+        if ("| valid |" in line or "valid on 'valid' subset |" in line) and "{" in line:
+            record = json.loads(line[line.index("{"):])
+            found = {k[len("valid_"):]: float(v) for k, v in record.items() if k.startswith("valid_") and _is_number(v)}
+    assert found is not None, output[-3000:]
+    return found
+
+
+def validate_command(data, checkpoint, workers):
+    fairseq_validate = shutil.which("fairseq-validate", path=os.path.dirname(sys.executable))
+    launcher = [sys.executable, fairseq_validate]
+    if workers > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(workers),
+                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), fairseq_validate,
+                    "--distributed-backend", "gloo"]
+    return [*launcher, data, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm", "--path", checkpoint,
+            "--valid-subset", "valid", "--batch-size", "128", "--iw-samples", "10", "--cpu",
+            "--num-workers", "0", "--log-format", "json"]
+
+
+@pytest.fixture(scope="module")
+def large_validation_split(tmp_path_factory):
+    """400 validation sentences with 16 latent dimensions: about 100 KB of posteriors,
+    six times fairseq's default --all-gather-list-size."""
+    workdir = tmp_path_factory.mktemp("gather")
+    data = helpers.binarize(str(workdir / "corpus"), {
+        "train": helpers.random_sentences(120), "valid": helpers.random_sentences(400, seed=9),
+    })
+    return data, workdir
+
+
+def test_two_workers_train_and_validate_with_importance_samples(large_validation_split):
+    data, workdir = large_validation_split
+    save_dir = str(workdir / "two")
+    trained = torchrun_train(data, save_dir, 20, [
+        "--latent-dim", "16", "--iw-samples", "10", "--batch-size", "128", "--max-tokens", "4000",
+        "--kl-schedule", "constant", "--kl-weight", "0",  # an autoencoder: several units active
+    ])
+    during_training = validation_metrics(trained)
+    checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
+
+    one = subprocess.run(validate_command(data, checkpoint, 1), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(validate_command(data, checkpoint, 2), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    single, double = validation_metrics(one.stdout + one.stderr), validation_metrics(two.stdout + two.stderr)
+
+    # the checkpoint holds the weights that were validated during training
+    for workers in (double, during_training):
+        assert workers["au"] == single["au"]
+        for key in ("iw_nll", "mi", "elbo", "kl"):
+            assert workers[key] == pytest.approx(single[key], rel=0.01), (key, workers, single)
+    assert math.isfinite(single["mi"]) and single["au"] >= 1  # posteriors were gathered and used
+    print("gathered validation", {"one worker": single, "two workers": double, "training": during_training})

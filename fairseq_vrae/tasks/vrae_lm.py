@@ -408,19 +408,17 @@ class VRAELanguageModelingTask(FairseqTask):
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if self.cfg.iw_samples > 0 and sample["target"].numel() > 0:
-            generator = None
-            if "id" in sample and sample["id"].numel() > 0:
-                device = sample["target"].device
-                generator = torch.Generator(device=device).manual_seed(
-                    (self.cfg.seed * 1_000_003 + int(sample["id"].min())) % (2**63 - 1)
-                )
+            ids = sample.get("id")
+            if ids is None or ids.numel() != sample["target"].size(0):
+                ids = torch.arange(sample["target"].size(0))
+            ids = ids.cpu()
             result = importance_weighted_evaluation(
                 model,
                 sample,
                 self.cfg.iw_samples,
                 self.dictionary.pad(),
                 chunk_tokens=self.cfg.iw_chunk_tokens,
-                generator=generator,
+                sentence_seeds=self.cfg.seed * 1_000_003 + ids,
             )
             logging_output.update(
                 iw_nll=float(result["iw_nll"].sum()),
@@ -428,6 +426,7 @@ class VRAELanguageModelingTask(FairseqTask):
                 iw_ntokens=int(sample["ntokens"]),
                 posterior_mu=result["mu"].cpu(),
                 posterior_logvar=result["logvar"].cpu(),
+                posterior_ids=ids,
             )
         return loss, sample_size, logging_output
 
@@ -448,11 +447,13 @@ class VRAELanguageModelingTask(FairseqTask):
         )
         posteriors = [log for log in with_iw if "posterior_mu" in log]
         if posteriors:
+            ids = [log["posterior_ids"] for log in posteriors if "posterior_ids" in log]
             metrics.log_custom(
                 lambda: MutualInformationMeter(seed=self.cfg.seed),
                 "mi",
                 torch.cat([log["posterior_mu"] for log in posteriors]),
                 torch.cat([log["posterior_logvar"] for log in posteriors]),
+                torch.cat(ids) if len(ids) == len(posteriors) else None,
                 priority=1040,
             )
 
