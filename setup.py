@@ -60,6 +60,7 @@ setup(
     license="MIT",
     python_requires=">=3.8",
     packages=find_packages(include=["fairseq_vrae", "fairseq_vrae.*"]),
+    package_data={"fairseq_vrae": ["config/*.yaml"]},
     install_requires=[
         "fairseq==0.12.2",
         "torch>=1.10",
@@ -69,6 +70,8 @@ setup(
     extras_require={
         "bpe": ["fastBPE"],
         "plot": ["matplotlib"],
+        # fairseq's --tensorboard-logdir writes through tensorboardX
+        "tensorboard": ["tensorboardX"],
         "test": ["pytest"],
     },
     cmdclass={"build_py": BuildPyWithStartupHook},

@@ -23,6 +23,13 @@ Each fix is gated on the versions it is needed for and is a no-op elsewhere:
   between ranks of the same job is loaded with ``weights_only=False``.
 * ``bf16_without_tpu`` -- ``--bf16`` makes fairseq switch on TPU mode (fairseq issue
   #4696); the switch is undone unless ``--tpu`` was given.
+* ``all_gather_list`` -- fairseq gathers logging outputs that cannot be summed through
+  a CUDA buffer capped at ``--all-gather-list-size``, which fails on gloo (CPU) and
+  for payloads over 16 KiB.  Replaced by a gather on the backend's device, sized to
+  the payload.
+* ``transformer_fast_path`` -- torch >= 2.0: encoder layers loaded from a state dict
+  call torch's fused kernel without the ``mask_type`` argument it now requires
+  ("Mask Type should be defined"); they stay on fairseq's module path.
 * ``hydra_plugin_scan`` -- hydra-core 1.0.x discovers its plugins through the
   ``find_module``/``load_module`` importer API, which Python 3.12 removed from
   ``FileFinder`` ("'FileFinder' object has no attribute 'find_module'"); every fairseq
@@ -372,36 +379,6 @@ def fix_transformer_fast_path(module) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# fairseq-hydra-train: plugin defaults
-
-
-def fix_hydra_train_user_dir(module) -> bool:
-    """Import ``common.user_dir`` before fairseq-hydra-train fills in config defaults.
-
-    ``add_defaults`` looks the task/model/criterion names up in fairseq's registries,
-    which hold a plugin's classes only once its folder is imported; fairseq imports it
-    later, so a plugin's dataclass defaults were never merged.
-    """
-    original = getattr(module, "add_defaults", None)
-    if original is None or getattr(original, "_fairseq_vrae", False):
-        return False
-
-    def add_defaults(cfg):
-        common = cfg.get("common") if hasattr(cfg, "get") else None
-        if common is not None and common.get("user_dir", None):
-            from fairseq import utils
-
-            utils.import_user_module(common)
-        return original(cfg)
-
-    add_defaults._fairseq_vrae = True
-    add_defaults.__wrapped__ = original
-    module.add_defaults = add_defaults
-    APPLIED.append("hydra_user_dir_defaults")
-    return True
-
-
-# --------------------------------------------------------------------------------------
 # the import hook
 
 
@@ -427,7 +404,6 @@ FIXES: tuple = (
     ("bf16_without_tpu", "fairseq.options", _fairseq_affected, fix_bf16_tpu),
     ("hydra_plugin_scan", "hydra.core.plugins", _hydra_affected, fix_hydra_plugin_scan),
     ("transformer_fast_path", "fairseq.modules.transformer_layer", _fairseq_affected, fix_transformer_fast_path),
-    ("hydra_user_dir_defaults", "fairseq_cli.hydra_train", _fairseq_affected, fix_hydra_train_user_dir),
 )
 DISABLE_VARIABLE = "FAIRSEQ_VRAE_COMPAT_DISABLE"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a Python environment with torch, fairseq 0.12.2, numpy<2,
-# sacremoses, fastBPE and this project (editable, with its test extras).
+# sacremoses, fastBPE, tensorboardX (for --tensorboard-logdir) and this project
+# (editable, with its test extras).
 # Uses the active virtualenv, else creates .venv at the repository root.
 # TORCH_SPEC overrides the torch requirement used when torch is missing
 # (default torch==2.13.0; pick a CPU or CUDA build to suit your machine).
@@ -20,7 +21,7 @@ installed_here() {
 import importlib.util, os, sys
 spec = importlib.util.find_spec("fairseq_vrae")
 assert spec and os.path.realpath(spec.origin).startswith(os.path.realpath(sys.argv[1]))
-for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest", "matplotlib"):
+for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest", "matplotlib", "tensorboardX"):
     assert importlib.util.find_spec(name), name
 PY
   [ -x "$(dirname "$PYTHON")/fastbpe" ]
@@ -59,7 +60,7 @@ if [ ! -x "$(dirname "$PYTHON")/fastbpe" ]; then
     -I"$src/fastBPE-0.1.0/fastBPE" -o "$(dirname "$PYTHON")/fastbpe"
   rm -rf "$src"
 fi
-pip_quiet install -e "$REPO_ROOT[test,bpe,plot]"
+pip_quiet install -e "$REPO_ROOT[test,bpe,plot,tensorboard]"
 installed_here
 echo "$fingerprint" > "$stamp"
 echo "set-up: done ($PYTHON)"
