@@ -246,3 +246,43 @@ def test_fairseq_generate_fp16_model_gives_the_fp32_output(memorised, mode_flags
     assert same >= 0.8 * len(full_hypotheses), list(zip(half_hypotheses, full_hypotheses))
     # the scores carry fp16 rounding: the half model really decoded
     assert lines(half, "P-") != lines(full, "P-")
+
+
+# --------------------------------------------------------------------------------------
+# The deterministic modes give the hypotheses they gave when these pins were written
+# (FAIRSEQ_VRAE_WRITE_PINS=1 rewrites them): refactoring may not change what users get.
+
+PINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "generation_pins.json")
+PINNED_MODES = {
+    "posterior-mean-beam1": ["--beam", "1"],
+    "posterior-mean-beam3": ["--beam", "3"],
+    "prior-seed5": ["--latent-mode", "prior", "--num-samples", "9", "--seed", "5", "--beam", "1"],
+    "interpolate-linear": ["--latent-mode", "interpolate", "--interpolation-steps", "3", "--beam", "1"],
+    "interpolate-spherical": ["--latent-mode", "interpolate", "--interpolation-steps", "2",
+                              "--interpolation", "spherical", "--beam", "2"],
+    "impute": ["--latent-mode", "impute", "--beam", "3"],
+}
+
+
+def numbered_hypotheses(stdout: str) -> list:
+    """'id<TAB>hypothesis' for every H- line, in id then output order."""
+    found = [(int(re.match(r"H-(\d+)", h).group(1)), k, h.split("\t")[2]) for k, h in enumerate(lines(stdout, "H-"))]
+    return [f"{i}\t{text}" for i, _, text in sorted(found)]
+
+
+def test_deterministic_modes_give_the_pinned_hypotheses(memorised):
+    import json
+
+    produced = {}
+    for name, flags in PINNED_MODES.items():
+        code, out, err = generate(memorised, *flags)
+        assert code == 0, err[-3000:]
+        produced[name] = numbered_hypotheses(out)
+        assert produced[name], name
+    if os.environ.get("FAIRSEQ_VRAE_WRITE_PINS"):
+        with open(PINS, "w", encoding="utf-8") as handle:
+            json.dump(produced, handle, indent=1, sort_keys=True)
+    with open(PINS, encoding="utf-8") as handle:
+        pinned = json.load(handle)
+    for name in PINNED_MODES:
+        assert produced[name] == pinned[name], name
