@@ -19,6 +19,7 @@ from .vae_math import (
     importance_weighted_nll,
     log_importance_weights,
     mutual_information,
+    seeded_normal,
 )
 
 
@@ -29,9 +30,9 @@ def samples_per_chunk(num_samples: int, batch_size: int, target_length: int, chu
 
 
 @torch.no_grad()
-def sentence_log_likelihood(model, prev_output_tokens: Tensor, target: Tensor, z: Tensor, padding_idx: int) -> Tensor:
-    """log p(x|z) per row, float32; ``z`` has one row per row of the token tensors."""
-    logits, _ = model.decoder(prev_output_tokens, encoder_out={"z": z})
+def sentence_log_likelihood(model, prev_output_tokens: Tensor, target: Tensor, encoder_out: Dict, padding_idx: int) -> Tensor:
+    """log p(x|z) per row, float32, for the code ``encoder_out["z"]`` of each row."""
+    logits, _ = model.decoder(prev_output_tokens, encoder_out=encoder_out)
     token_nll = F.cross_entropy(
         logits.float().view(-1, logits.size(-1)),
         target.reshape(-1),
@@ -39,17 +40,6 @@ def sentence_log_likelihood(model, prev_output_tokens: Tensor, target: Tensor, z
         reduction="none",
     )
     return -token_nll.view(target.shape).sum(dim=1)
-
-
-def sentence_noise(seeds: Tensor, num_samples: int, dim: int) -> Tensor:
-    """N(0, I) noise of shape (len(seeds), num_samples, dim), each row drawn from its own
-    CPU generator: a sentence gets the same draws whatever batch, worker or device it
-    is evaluated on."""
-    rows = [
-        torch.randn((num_samples, dim), generator=torch.Generator().manual_seed(int(seed) % (2**63 - 1)))
-        for seed in seeds.tolist()
-    ]
-    return torch.stack(rows) if rows else torch.zeros(0, num_samples, dim)
 
 
 @torch.no_grad()
@@ -64,42 +54,52 @@ def importance_weighted_evaluation(
 ) -> Dict[str, Tensor]:
     """IW-NLL of every sentence of ``sample`` with ``num_samples`` draws from q(z|x).
 
-    The encoder runs once; the decoder scores ``K`` codes per sentence in chunks of at
-    most about ``chunk_tokens`` target tokens, so K = 500 fits in memory.  The noise
-    comes from ``sentence_seeds`` (one per row, see :func:`sentence_noise`) when given,
-    else from ``generator``.  Returns ``iw_nll`` (nats per sentence, float64), and the
-    posterior ``mu`` and ``logvar``.
+    The encoder runs once; its output (the latent contract of
+    :mod:`fairseq_vrae.models.latent`, plus whatever else the decoder reads) is expanded
+    with the encoder's own ``reorder_encoder_out`` and its ``z`` replaced by the
+    samples, so the decoder is fed exactly as in training.  It scores ``K`` codes per
+    sentence in chunks of at most about ``chunk_tokens`` target tokens, so K = 500 fits
+    in memory.  The noise comes from ``sentence_seeds`` (one per row, see
+    :func:`~fairseq_vrae.vae_math.seeded_normal`) when given, else from ``generator``.
+    Returns ``iw_nll`` (nats per sentence, float64), the posterior ``mu`` and
+    ``logvar``, and ``z``, the first sample of each sentence (for the MI estimator).
     """
     if num_samples < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
     net_input = sample["net_input"]
-    posterior = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
-    mu, logvar = posterior["mu"].float(), posterior["logvar"].float()
+    encoder_inputs = {key: value for key, value in net_input.items() if key != "prev_output_tokens"}
+    encoder_out = model.encoder(**encoder_inputs, sample_posterior=False)
+    mu, logvar = encoder_out["mu"].float(), encoder_out["logvar"].float()
+    prior_mu, prior_logvar = encoder_out["prior_mu"].float(), encoder_out["prior_logvar"].float()
     prev_output_tokens, target = net_input["prev_output_tokens"], sample["target"]
     batch_size, target_length = target.shape
     chunk = samples_per_chunk(num_samples, batch_size, target_length, chunk_tokens)
     std = torch.exp(0.5 * logvar)
     # all noise up front (small: batch x K x dim), so the chunk size cannot change it
     if sentence_seeds is not None:
-        noise = sentence_noise(sentence_seeds, num_samples, mu.size(1)).to(mu.device)
+        noise = seeded_normal(sentence_seeds, (num_samples, mu.size(1))).to(mu.device)
     else:
         noise = torch.randn((batch_size, num_samples, mu.size(1)), device=mu.device, generator=generator)
     log_weights = []
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
         z = mu.unsqueeze(1) + std.unsqueeze(1) * noise[:, start : start + k]  # (batch, k, dim)
+        rows = torch.arange(batch_size, device=mu.device).repeat_interleave(k)
+        expanded = dict(model.encoder.reorder_encoder_out(encoder_out, rows))
+        expanded["z"] = z.view(batch_size * k, -1).to(encoder_out["z"].dtype)
         log_likelihood = sentence_log_likelihood(
             model,
             prev_output_tokens.repeat_interleave(k, dim=0),
             target.repeat_interleave(k, dim=0),
-            z.view(batch_size * k, -1).to(posterior["mu"].dtype),
+            expanded,
             padding_idx,
         ).view(batch_size, k)
-        log_weights.append(log_importance_weights(log_likelihood, z, mu, logvar))
+        log_weights.append(log_importance_weights(log_likelihood, z, mu, logvar, prior_mu, prior_logvar))
     return {
         "iw_nll": importance_weighted_nll(torch.cat(log_weights, dim=1)),
         "mu": mu,
         "logvar": logvar,
+        "z": mu + std * noise[:, 0],
     }
 
 
@@ -145,11 +145,14 @@ class ActiveUnitsMeter(Meter):
 
 
 class MutualInformationMeter(Meter):
-    """I_q(x; z) over the whole split: keeps every posterior it is given (N x 2 x dim
+    """I_q(x; z) over the whole split: keeps every posterior it is given (N x 3 x dim
     floats) and evaluates the aggregate-posterior estimator when read.
 
-    With sentence ids, the posteriors are put in id order before the estimator draws
-    its noise, so the value does not depend on how batches or workers split the data.
+    Given each sentence's sample ``z`` (drawn per sentence by the criterion), the value
+    does not depend on the order in which batches or workers deliver the posteriors.
+    Given sentence ids, a sentence seen again means a new pass over the data (fairseq
+    keeps a "valid" aggregator for the whole run): the meter then starts afresh, so it
+    holds one split at most.
     """
 
     def __init__(self, seed: int = 1):
@@ -157,15 +160,25 @@ class MutualInformationMeter(Meter):
         self.reset()
 
     def reset(self):
-        self.mu, self.logvar, self.ids = [], [], []
+        self.mu, self.logvar, self.z = [], [], []
+        self.seen: set = set()
         self._cached: Optional[float] = None
 
-    def update(self, mu: Tensor, logvar: Tensor, ids: Optional[Tensor] = None):
+    def update(self, mu: Tensor, logvar: Tensor, z: Optional[Tensor] = None, ids: Optional[Tensor] = None):
+        if ids is not None:
+            ids = torch.as_tensor(ids).view(-1).tolist()
+            if self.seen.intersection(ids):
+                self.reset()
+            self.seen.update(ids)
         self.mu.append(mu.detach().float().cpu())
         self.logvar.append(logvar.detach().float().cpu())
-        if ids is not None:
-            self.ids.append(torch.as_tensor(ids).detach().long().cpu().view(-1))
+        if z is not None:
+            self.z.append(z.detach().float().cpu())
         self._cached = None
+
+    @property
+    def num_posteriors(self) -> int:
+        return sum(part.size(0) for part in self.mu)
 
     def state_dict(self):
         # the posteriors belong to one pass over a split; checkpoints do not keep them
@@ -180,12 +193,9 @@ class MutualInformationMeter(Meter):
         if not self.mu:
             return math.nan
         if self._cached is None:
-            mu, logvar = torch.cat(self.mu), torch.cat(self.logvar)
-            if len(self.ids) == len(self.mu):
-                order = torch.argsort(torch.cat(self.ids), stable=True)
-                mu, logvar = mu[order], logvar[order]
+            z = torch.cat(self.z) if len(self.z) == len(self.mu) else None
             generator = torch.Generator().manual_seed(self.seed)
-            value = mutual_information(mu, logvar, generator=generator)
+            value = mutual_information(torch.cat(self.mu), torch.cat(self.logvar), generator=generator, z=z)
             self._cached = round(value, 3)
         return self._cached
 

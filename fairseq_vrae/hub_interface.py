@@ -41,7 +41,7 @@ class VRAEHubInterface(GeneratorHubInterface):
         batch = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=self.src_dict.pad())
         encoder = self.models[0].encoder
         with torch.no_grad():
-            out = encoder(batch.to(self.device))
+            out = encoder(batch.to(self.device), sample_posterior=False)
         return out["mu"], out["logvar"]
 
     @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """The VAE maths, shared by training and evaluation and kept apart from the networks.
 
-Conventions: a diagonal Gaussian posterior q(z|x) = N(mu, diag(exp(logvar))) and the
-standard normal prior p(z) = N(0, I).  Everything that can lose precision (exp of a
+Conventions: a diagonal Gaussian posterior q(z|x) = N(mu, diag(exp(logvar))) and a
+diagonal Gaussian prior given by its own (prior_mu, prior_logvar): zeros for the
+standard normal N(0, I) of the sentence VAE, the output of a network for a
+conditional prior p(z|c).  Everything that can lose precision (exp of a
 log-variance, sums of KL terms, log-sum-exp) is computed in float32 whatever the
 input dtype, so fp16/bf16 training cannot overflow here.
 """
@@ -33,10 +35,23 @@ def reparameterize(
     return (mu32 + torch.exp(0.5 * logvar32) * eps).to(mu.dtype)
 
 
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per latent dimension, shape of mu, float32."""
-    mu32, logvar32 = mu.float(), logvar.float()
-    return 0.5 * (mu32.pow(2) + logvar32.exp() - 1.0 - logvar32)
+def gaussian_kl(mu: Tensor, logvar: Tensor, prior_mu: Tensor, prior_logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(prior_mu, exp(prior_logvar))) per latent dimension,
+    closed form, float32 (Kingma & Welling 2014, appendix B, for a standard normal prior;
+    the general diagonal case as in Sohn et al. 2015)."""
+    mu, logvar = mu.float(), logvar.float()
+    prior_mu, prior_logvar = prior_mu.float(), prior_logvar.float()
+    return 0.5 * (prior_logvar - logvar + (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp() - 1.0)
+
+
+def seeded_normal(seeds: Tensor, shape: tuple) -> Tensor:
+    """N(0, I) noise of shape ``(len(seeds), *shape)``, float32 on the CPU, each row from a
+    generator of its own seed: the same draws whatever the batch, worker or device."""
+    rows = [
+        torch.randn(shape, generator=torch.Generator().manual_seed(int(seed) % (2**63 - 1)))
+        for seed in seeds.tolist()
+    ]
+    return torch.stack(rows) if rows else torch.zeros((0, *shape))
 
 
 def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
@@ -56,12 +71,6 @@ def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     dtype = torch.promote_types(torch.promote_types(z.dtype, logvar.dtype), torch.float32)
     z, mu, logvar = z.to(dtype), mu.to(dtype), logvar.to(dtype)
     return -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
-
-
-def log_standard_normal(z: Tensor) -> Tensor:
-    """log N(z; 0, I), summed over the last dimension, float32."""
-    z32 = z.float()
-    return -0.5 * (_LOG_2PI + z32.pow(2)).sum(-1)
 
 
 # --------------------------------------------------------------------------------------
@@ -149,26 +158,20 @@ def interpolate_latents(start: Tensor, end: Tensor, weights: Tensor, method: str
     return torch.where(sin_omega.abs() < 1e-6, linear, spherical)
 
 
-def prior_latents(sample_ids: Tensor, dim: int, seed: int) -> Tensor:
-    """z ~ N(0, I) for each sample id, fixed by (seed, id) whatever the batching."""
-    codes = []
-    for sample_id in sample_ids.tolist():
-        generator = torch.Generator().manual_seed((seed * 1_000_003 + int(sample_id)) % (2**63 - 1))
-        codes.append(torch.randn(dim, generator=generator))
-    return torch.stack(codes) if codes else torch.zeros(0, dim)
-
-
 # --------------------------------------------------------------------------------------
 # evaluation: importance-weighted bound, mutual information, active units
 
 
-def log_importance_weights(log_likelihood: Tensor, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+def log_importance_weights(
+    log_likelihood: Tensor, z: Tensor, mu: Tensor, logvar: Tensor, prior_mu: Tensor, prior_logvar: Tensor
+) -> Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for ``z`` of shape ``(batch, K, dim)``.
 
-    ``log_likelihood`` is ``(batch, K)``; ``mu``/``logvar`` are ``(batch, dim)``.
+    ``log_likelihood`` is ``(batch, K)``; the posterior and prior parameters are
+    ``(batch, dim)``.
     """
-    mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)
-    return log_likelihood.float() + log_standard_normal(z) - log_normal(z, mu, logvar)
+    log_prior = log_normal(z, prior_mu.unsqueeze(1), prior_logvar.unsqueeze(1))
+    return log_likelihood.float() + log_prior - log_normal(z, mu.unsqueeze(1), logvar.unsqueeze(1))
 
 
 def importance_weighted_nll(log_weights: Tensor) -> Tensor:
@@ -182,7 +185,11 @@ def importance_weighted_nll(log_weights: Tensor) -> Tensor:
 
 
 def mutual_information(
-    mu: Tensor, logvar: Tensor, generator: Optional[torch.Generator] = None, chunk_size: int = 256
+    mu: Tensor,
+    logvar: Tensor,
+    generator: Optional[torch.Generator] = None,
+    chunk_size: int = 256,
+    z: Optional[Tensor] = None,
 ) -> float:
     """I_q(x; z) under the aggregate posterior q(z) = (1/N) sum_n q(z|x_n).
 
@@ -190,14 +197,18 @@ def mutual_information(
     sentence and the mixture of all N posteriors of the split for q(z) (He et al.
     2019's estimator, over the whole split rather than per batch).  Both terms use the
     same z_n, so their sampling noise cancels where the posteriors agree; small values
-    can still come out slightly negative.
+    can still come out slightly negative.  ``z`` gives the z_n (drawn per sentence by
+    the caller, so the value does not depend on the order of the rows); otherwise they
+    are drawn here from ``generator``.
     """
     mu, logvar = mu.double(), logvar.double()
     n = mu.size(0)
     if n < 2:
         return 0.0
-    eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
-    z = mu + torch.exp(0.5 * logvar) * eps
+    if z is None:
+        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+        z = mu + torch.exp(0.5 * logvar) * eps
+    z = z.to(mu)
     log_q_z_given_x = log_normal(z, mu, logvar)
     log_q_z = []
     for start in range(0, n, chunk_size):

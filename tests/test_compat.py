@@ -117,7 +117,7 @@ def _two_ranks(rank, init_file, results):
     from fairseq.distributed import utils as distributed_utils
     from omegaconf import OmegaConf
 
-    from fairseq_vrae.tasks.vrae_lm import decorrelate_workers
+    from fairseq_vrae.criterions.vrae_elbo import decorrelate_workers
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     state = {"cfg": OmegaConf.create({"model": {"arch": "vrae_lstm"}}), "w": torch.arange(3.0)} if rank == 0 else None

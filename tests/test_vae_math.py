@@ -6,34 +6,63 @@ import torch
 from fairseq_vrae import vae_math
 
 
-def test_gaussian_kl_matches_monte_carlo():
+def standard_normal_prior(like):
+    return torch.zeros_like(like), torch.zeros_like(like)
+
+
+def test_gaussian_kl_matches_monte_carlo_against_any_diagonal_prior():
     torch.manual_seed(0)
-    mu = torch.randn(3, 5)
-    logvar = torch.randn(3, 5).clamp(-2, 2)
-    closed = vae_math.gaussian_kl(mu, logvar).sum(-1)
-    samples = 200_000
-    z = mu + torch.exp(0.5 * logvar) * torch.randn(samples, 3, 5)
-    estimate = (vae_math.log_normal(z, mu, logvar) - vae_math.log_standard_normal(z)).mean(0)
+    mu, logvar = torch.randn(3, 5), torch.randn(3, 5).clamp(-2, 2)
+    prior_mu, prior_logvar = torch.randn(3, 5), torch.randn(3, 5).clamp(-1, 1)
+    closed = vae_math.gaussian_kl(mu, logvar, prior_mu, prior_logvar).sum(-1)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(200_000, 3, 5)
+    estimate = (vae_math.log_normal(z, mu, logvar) - vae_math.log_normal(z, prior_mu, prior_logvar)).mean(0)
     assert torch.allclose(closed, estimate, atol=0.03), (closed, estimate)
 
 
+def test_standard_normal_prior_gives_the_familiar_closed_form():
+    torch.manual_seed(4)
+    mu, logvar = torch.randn(6, 32) * 2, torch.randn(6, 32) * 3
+    familiar = 0.5 * (mu.double().pow(2) + logvar.double().exp() - 1 - logvar.double())
+    general = vae_math.gaussian_kl(mu, logvar, *standard_normal_prior(mu))
+    assert torch.allclose(general.double(), familiar, rtol=1e-6, atol=1e-6)
+    # importance weights: log p(x|z) + log N(z; 0, I) - log q(z|x)
+    z = mu.unsqueeze(1) + torch.randn(6, 4, 32)
+    log_likelihood = -torch.rand(6, 4) * 40
+    log_standard = -0.5 * (math.log(2 * math.pi) + z.double().pow(2)).sum(-1)
+    expected = log_likelihood.double() + log_standard - vae_math.log_normal(z.double(), mu.double().unsqueeze(1), logvar.double().unsqueeze(1))
+    weights = vae_math.log_importance_weights(log_likelihood, z, mu, logvar, *standard_normal_prior(mu))
+    assert torch.allclose(weights.double(), expected, rtol=1e-6, atol=1e-4)
+
+
 def test_gaussian_kl_is_zero_only_at_the_prior():
-    zero = vae_math.gaussian_kl(torch.zeros(2, 4), torch.zeros(2, 4))
-    assert torch.equal(zero, torch.zeros(2, 4))
-    assert (vae_math.gaussian_kl(torch.full((2, 4), 0.1), torch.zeros(2, 4)) > 0).all()
+    torch.manual_seed(5)
+    prior_mu, prior_logvar = torch.randn(2, 4), torch.randn(2, 4)
+    zero = vae_math.gaussian_kl(prior_mu, prior_logvar, prior_mu, prior_logvar)
+    assert torch.allclose(zero, torch.zeros(2, 4), atol=1e-6)
+    assert (vae_math.gaussian_kl(prior_mu + 0.1, prior_logvar, prior_mu, prior_logvar) > 0).all()
+    assert (vae_math.gaussian_kl(prior_mu, prior_logvar + 0.1, prior_mu, prior_logvar) > 0).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs_give_float32_kl(dtype):
     torch.manual_seed(1)
     mu, logvar = torch.randn(8, 32) * 3, torch.randn(8, 32) * 4
-    low = vae_math.gaussian_kl(mu.to(dtype), logvar.to(dtype))
+    low = vae_math.gaussian_kl(mu.to(dtype), logvar.to(dtype), *standard_normal_prior(mu.to(dtype)))
     assert low.dtype == torch.float32
-    reference = vae_math.gaussian_kl(mu.to(dtype).float(), logvar.to(dtype).float())
+    reference = vae_math.gaussian_kl(mu.to(dtype).float(), logvar.to(dtype).float(), *standard_normal_prior(mu))
     assert torch.allclose(low, reference)
-    # exp(logvar) at the clamp's top is beyond fp16's range only if computed in fp16
-    big = vae_math.gaussian_kl(torch.zeros(1, 1, dtype=dtype), torch.full((1, 1), 10.0, dtype=dtype))
-    assert torch.isfinite(big).all()
+
+
+def test_half_precision_inputs_that_overflow_in_half_arithmetic_give_a_finite_kl():
+    # exp(11.5) ~ 98,700 and 300^2 = 90,000 are beyond fp16's largest value (65,504)
+    mu = torch.tensor([[300.0, 0.0]], dtype=torch.float16)
+    logvar = torch.tensor([[0.0, 11.5]], dtype=torch.float16)
+    assert torch.isinf(mu.pow(2)).any() and torch.isinf(logvar.exp()).any()  # what half maths would do
+    kl = vae_math.gaussian_kl(mu, logvar, *standard_normal_prior(mu))
+    expected = torch.tensor([[0.5 * 300.0**2, 0.5 * (math.exp(11.5) - 1 - 11.5)]])
+    assert torch.isfinite(kl).all()
+    assert torch.allclose(kl, expected, rtol=1e-5)
 
 
 def test_reparameterize_is_differentiable_and_has_the_right_moments():
@@ -90,9 +119,12 @@ def test_low_precision_inputs_give_float32_densities_and_importance_weights(dtyp
     mu, logvar = torch.randn(4, 16), torch.randn(4, 16).clamp(-3, 3)
     z = mu.unsqueeze(1) + torch.randn(4, 5, 16)
     log_likelihood = -torch.rand(4, 5) * 50
-    low = vae_math.log_importance_weights(log_likelihood.to(dtype), z.to(dtype), mu.to(dtype), logvar.to(dtype))
+    prior = standard_normal_prior(mu)
+    low = vae_math.log_importance_weights(
+        log_likelihood.to(dtype), z.to(dtype), mu.to(dtype), logvar.to(dtype), prior[0].to(dtype), prior[1].to(dtype)
+    )
     reference = vae_math.log_importance_weights(
-        log_likelihood.to(dtype).float(), z.to(dtype).float(), mu.to(dtype).float(), logvar.to(dtype).float()
+        log_likelihood.to(dtype).float(), z.to(dtype).float(), mu.to(dtype).float(), logvar.to(dtype).float(), *prior
     )
     assert low.dtype == torch.float32
     assert torch.allclose(low, reference, atol=1e-4)

@@ -1,23 +1,56 @@
-"""The ``vrae_elbo`` criterion: reconstruction NLL + beta * KL, with the paper's tricks."""
+"""The ``vrae_elbo`` criterion: reconstruction NLL + beta * KL, with the paper's tricks.
 
+It works under any fairseq task that hosts a model with a latent layer (``vrae_lm``,
+``translation``, ...): the KL clock is the model's update count, word dropout uses
+the decoder's own dictionary, and validation can add the importance-weighted bound,
+the mutual information and the active units.
+"""
+
+import logging
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from fairseq import metrics
+from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.distributed import utils as distributed_utils
 from omegaconf import II
 
-from ..evaluation import ActiveUnitsMeter
+from ..evaluation import ActiveUnitsMeter, MutualInformationMeter, importance_weighted_evaluation
+from ..models.latent import find_latent_layer
 from ..vae_math import free_bits_kl, gaussian_kl, kl_weight
+
+logger = logging.getLogger(__name__)
 
 KL_SCHEDULES = ChoiceEnum(["logistic", "linear", "cyclical", "constant"])
 
 
 @dataclass
-class VRAEELBOConfig(FairseqDataclass):
+class LatentEvaluationConfig(FairseqDataclass):
+    """The evaluation options of ``vrae_elbo``.  Tasks that host VAEs declare them too
+    (``vrae_lm`` does), so that ``fairseq-validate --task vrae_lm --iw-samples K``
+    parses without naming the criterion; the checkpoint's criterion gets the value."""
+
+    iw_samples: int = field(
+        default=0,
+        metadata={
+            "help": "validation: also estimate -log p(x) with this many importance samples "
+            "per sentence (500 is the usual protocol) and the mutual information I(x; z) "
+            "over the whole split; 0 = the bound only"
+        },
+    )
+    iw_chunk_tokens: int = field(
+        default=16384,
+        metadata={"help": "--iw-samples: target tokens the decoder scores in one pass "
+                  "(lower it if evaluation runs out of memory)"},
+    )
+
+
+@dataclass
+class VRAEELBOConfig(LatentEvaluationConfig):
     kl_schedule: KL_SCHEDULES = field(
         default="logistic",
         metadata={"help": "how the KL weight beta rises with the update count"},
@@ -55,6 +88,7 @@ class VRAEELBOConfig(FairseqDataclass):
         default=0.0,
         metadata={"help": "training only: KL floor in nats per latent dimension (batch mean)"},
     )
+    seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
 
 
@@ -88,8 +122,12 @@ class VRAEELBOCriterion(FairseqCriterion):
             raise ValueError(f"--word-dropout must be in [0, 1], got {cfg.word_dropout}")
         if cfg.free_bits < 0:
             raise ValueError(f"--free-bits must be >= 0, got {cfg.free_bits}")
+        if cfg.iw_samples < 0:
+            raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
+        if cfg.iw_chunk_tokens < 1:
+            raise ValueError(f"--iw-chunk-tokens must be >= 1, got {cfg.iw_chunk_tokens}")
         self.cfg = cfg
-        self.num_updates = 0
+        self._schedule_length = None  # resolved from the model at the first training step
         total = cfg.kl_total_updates or (cfg.max_update or 0)
         self._schedule_args = dict(
             schedule=cfg.kl_schedule,
@@ -103,22 +141,53 @@ class VRAEELBOCriterion(FairseqCriterion):
         )
         kl_weight(update=0, **self._schedule_args)  # fail now on a bad schedule
 
-    def set_num_updates(self, num_updates: int) -> None:
-        self.num_updates = num_updates
+    @classmethod
+    def add_args(cls, parser):
+        """The config's options, less those a task already declared (``--iw-samples``)."""
+        existing = set(parser._option_string_actions)
+        scratch = type(parser)(add_help=False)
+        gen_parser_from_dataclass(scratch, VRAEELBOConfig())
+        for action in scratch._actions:
+            if action.option_strings and not existing.intersection(action.option_strings):
+                parser._add_action(action)
 
-    def current_kl_weight(self) -> float:
-        return kl_weight(update=self.num_updates, **self._schedule_args)
+    def kl_weight_for(self, latent) -> float:
+        """beta at the model's update count (set by fairseq for every task)."""
+        args = self._schedule_args
+        if self.cfg.kl_schedule == "cyclical" and not self.cfg.kl_total_updates:
+            args = dict(args, total_updates=self.schedule_length(latent))
+        return kl_weight(update=latent.num_updates, **args)
+
+    def schedule_length(self, latent) -> int:
+        """Updates the cycles span: --max-update when the run starts, then whatever the
+        model saved, so a resume with another --max-update continues the same cycles."""
+        if self._schedule_length is None:
+            stored = int(latent.kl_schedule_updates)
+            current = int(self.cfg.max_update or 0)
+            if latent.num_updates == 0 or stored <= 0:
+                latent.kl_schedule_updates.fill_(current)
+                stored = current
+            elif stored != current:
+                logger.warning(
+                    f"the cyclical KL schedule keeps the length it started with ({stored} "
+                    f"updates), not --max-update {current}; give --kl-total-updates to set it"
+                )
+            self._schedule_length = stored
+        return self._schedule_length
 
     def forward(self, model, sample, reduce=True):
         net_input = sample["net_input"]
         training = model.training
-        if training and self.cfg.word_dropout > 0:
-            net_input = dict(
-                net_input,
-                prev_output_tokens=apply_word_dropout(
-                    net_input["prev_output_tokens"], self.cfg.word_dropout, self.task.dictionary
-                ),
-            )
+        latent = find_latent_layer(model)
+        if training:
+            decorrelate_workers()
+            if self.cfg.word_dropout > 0:
+                net_input = dict(
+                    net_input,
+                    prev_output_tokens=apply_word_dropout(
+                        net_input["prev_output_tokens"], self.cfg.word_dropout, model.decoder.dictionary
+                    ),
+                )
         logits, extra = model(**net_input)
         target = sample["target"]
         rec = F.cross_entropy(
@@ -127,10 +196,10 @@ class VRAEELBOCriterion(FairseqCriterion):
             ignore_index=self.padding_idx,
             reduction="sum",
         )
-        kl_per_dim = gaussian_kl(extra["mu"], extra["logvar"])
+        kl_per_dim = gaussian_kl(extra["mu"], extra["logvar"], extra["prior_mu"], extra["prior_logvar"])
         kl = kl_per_dim.sum()
         if training:
-            beta = self.current_kl_weight()
+            beta = self.kl_weight_for(latent)
             kl_term = free_bits_kl(kl_per_dim, self.cfg.free_bits) if self.cfg.free_bits > 0 else kl
             loss = rec + beta * kl_term
         else:
@@ -153,7 +222,34 @@ class VRAEELBOCriterion(FairseqCriterion):
             mu = extra["mu"].detach().double()
             logging_output["latent_mu_sum"] = mu.sum(dim=0)
             logging_output["latent_mu_sq_sum"] = mu.pow(2).sum(dim=0)
+            if self.cfg.iw_samples > 0 and nsentences > 0:
+                logging_output.update(self.importance_weighted(model, sample))
         return loss, ntokens, logging_output
+
+    def importance_weighted(self, model, sample) -> dict:
+        """IW-NLL of each sentence and what MI needs, noise fixed per sentence (--seed and
+        the sentence's index), so batching and the number of workers do not matter."""
+        ids = sample.get("id")
+        if ids is None or ids.numel() != sample["target"].size(0):
+            ids = torch.arange(sample["target"].size(0))
+        ids = ids.cpu()
+        result = importance_weighted_evaluation(
+            model,
+            sample,
+            self.cfg.iw_samples,
+            self.padding_idx,
+            chunk_tokens=self.cfg.iw_chunk_tokens,
+            sentence_seeds=self.cfg.seed * 1_000_003 + ids,
+        )
+        return {
+            "iw_nll": float(result["iw_nll"].sum()),
+            "iw_nsentences": sample["target"].size(0),
+            "iw_ntokens": int(sample["ntokens"]),
+            "posterior_mu": result["mu"].cpu(),
+            "posterior_logvar": result["logvar"].cpu(),
+            "posterior_z": result["z"].cpu(),
+            "posterior_ids": ids,
+        }
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -184,10 +280,49 @@ class VRAEELBOCriterion(FairseqCriterion):
                 sum(log.get("nsentences", 0) for log in with_stats),
                 priority=1010,
             )
+        with_iw = [log for log in logging_outputs if "iw_nll" in log]
+        iw_sentences = sum(log["iw_nsentences"] for log in with_iw)
+        iw_tokens = sum(log["iw_ntokens"] for log in with_iw)
+        if iw_sentences == 0 or iw_tokens == 0:
+            return
+        iw_nll = sum(log["iw_nll"] for log in with_iw)
+        metrics.log_scalar("iw_nll", iw_nll / iw_sentences, iw_sentences, round=3, priority=1020)
+        metrics.log_scalar("_iw_nll_per_token", iw_nll / iw_tokens, iw_tokens)
+        metrics.log_derived(
+            "iw_ppl", lambda meters: safe_exp(meters["_iw_nll_per_token"].avg), priority=1030
+        )
+        metrics.log_custom(
+            MutualInformationMeter,
+            "mi",
+            torch.cat([log["posterior_mu"] for log in with_iw]),
+            torch.cat([log["posterior_logvar"] for log in with_iw]),
+            torch.cat([log["posterior_z"] for log in with_iw]),
+            torch.cat([log["posterior_ids"] for log in with_iw]),
+            priority=1040,
+        )
 
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True
+    def logging_outputs_can_be_summed(self) -> bool:
+        """Not with --iw-samples: MI needs every posterior, so workers gather their
+        logging outputs instead of summing them."""
+        return self.cfg.iw_samples == 0
+
+
+def decorrelate_workers() -> None:
+    """Give each data-parallel worker its own noise (posterior samples, word dropout).
+
+    fairseq seeds every worker with ``seed + num_updates``, which would draw the same
+    epsilon on every GPU.  A draw from that shared state, offset by the rank, keeps
+    runs reproducible and resumable while making the workers' streams differ.  A
+    single worker is left untouched.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world_size = distributed_utils.get_data_parallel_world_size()
+    if world_size <= 1:
+        return
+    rank = distributed_utils.get_data_parallel_rank()
+    shared = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    utils.set_torch_seed((shared * world_size + rank) % (2**31 - 1))
 
 
 def safe_exp(value) -> float:

@@ -131,10 +131,12 @@ class VRAEModel(FairseqEncoderDecoderModel):
         )
         return VRAEHubInterface(loaded["args"], loaded["task"], loaded["models"])
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
-        posterior = self.encoder(src_tokens, src_lengths=src_lengths)
-        logits, extra = self.decoder(prev_output_tokens, encoder_out=posterior)
-        return logits, dict(extra, **posterior)
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_posterior: bool = True, **kwargs):
+        """Logits, and the decoder's extra output merged with the latent contract
+        (``z``, ``mu``, ``logvar``, ``prior_mu``, ``prior_logvar``)."""
+        latent = self.encoder(src_tokens, src_lengths=src_lengths, sample_posterior=sample_posterior)
+        logits, extra = self.decoder(prev_output_tokens, encoder_out=latent)
+        return logits, dict(extra, **latent)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         key = "encoder.embed_tokens.weight"

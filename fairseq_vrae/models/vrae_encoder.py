@@ -2,27 +2,27 @@
 
 from typing import Dict, Optional
 
-import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
-from ..vae_math import LOGVAR_MIN, clamp_logvar, reparameterize
+from .latent import LatentLayer, reorder_latent
 
 RNN_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class VRAEEncoder(FairseqEncoder):
-    """Maps a sentence to the mean and log-variance of a diagonal Gaussian.
+    """Reads a sentence with an RNN and hands its summary to the latent layer.
 
     The summary is the final hidden state of the last layer (both directions when
     bidirectional), read from a packed sequence so padding never changes it.
 
-    ``forward`` returns ``{"mu", "logvar", "z"}``, each ``(batch, latent_dim)``.  ``z``
-    is a reparameterised sample when ``sample_posterior`` is True (training, ELBO
-    evaluation) and ``mu`` otherwise.  Passing ``latent`` skips the network and decodes
-    that code instead (prior samples, interpolation).
+    ``forward`` returns the latent layer's output contract (see
+    :mod:`fairseq_vrae.models.latent`): ``z`` is a reparameterised posterior sample when
+    ``sample_posterior`` is True (training, ELBO evaluation) and the posterior mean
+    otherwise.  Passing ``latent`` skips the network and decodes that code instead
+    (prior samples, interpolation).
     """
 
     def __init__(
@@ -52,8 +52,7 @@ class VRAEEncoder(FairseqEncoder):
             dropout=dropout_out if num_layers > 1 else 0.0,
         )
         self.latent_dim = latent_dim
-        self.posterior = nn.Linear(hidden_size * self.num_directions, 2 * latent_dim)
-        self.sample_posterior = True
+        self.latent = LatentLayer(hidden_size * self.num_directions, latent_dim)
 
     def summarize(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
         """Final hidden state of the top layer, ``(batch, directions * hidden)``."""
@@ -77,18 +76,27 @@ class VRAEEncoder(FairseqEncoder):
         src_tokens: Tensor,
         src_lengths: Optional[Tensor] = None,
         latent: Optional[Tensor] = None,
+        sample_posterior: bool = True,
         **unused,
     ) -> Dict[str, Tensor]:
         if latent is not None:
-            # a given code is a point mass: the smallest variance the model represents
-            return {"mu": latent, "logvar": torch.full_like(latent, LOGVAR_MIN), "z": latent}
-        mu, logvar = self.posterior(self.summarize(src_tokens, src_lengths)).chunk(2, dim=-1)
-        logvar = clamp_logvar(logvar)
-        z = reparameterize(mu, logvar) if self.sample_posterior else mu
-        return {"mu": mu, "logvar": logvar, "z": z}
+            return self.latent.given(latent)
+        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior)
 
     def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor):
-        return {key: value.index_select(0, new_order) for key, value in encoder_out.items()}
+        return reorder_latent(encoder_out, new_order)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Checkpoints written before the latent layer was a module of its own."""
+        prefix = f"{name}." if name else ""
+        for suffix in ("weight", "bias"):
+            old = f"{prefix}posterior.{suffix}"
+            if old in state_dict:
+                state_dict[f"{prefix}latent.posterior.{suffix}"] = state_dict.pop(old)
+        buffer = f"{prefix}latent.kl_schedule_updates"
+        if buffer not in state_dict:
+            state_dict[buffer] = self.latent.kl_schedule_updates.clone()
+        return state_dict
 
     def max_positions(self) -> int:
         return int(1e5)

@@ -7,18 +7,18 @@ from typing import Optional
 
 import numpy as np
 import torch
-from fairseq import metrics, utils
+from fairseq import utils
 from fairseq.data import BaseWrapperDataset, Dictionary, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.distributed import utils as distributed_utils
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ..criterions.vrae_elbo import safe_exp
-from ..evaluation import MutualInformationMeter, importance_weighted_evaluation
+from ..criterions.vrae_elbo import LatentEvaluationConfig
 from ..generation_datasets import ObservedPrefixDataset, PriorSampleDataset, SentencePairDataset
-from ..vae_math import interpolate_latents, prior_latents
+from ..models.latent import find_latent_layer
+from ..vae_math import interpolate_latents
 
 logger = logging.getLogger(__name__)
 
@@ -71,19 +71,6 @@ class VRAELanguageModelingConfig(FairseqDataclass):
     impute_fraction: float = field(
         default=0.2,
         metadata={"help": "--latent-mode impute: final fraction of each sentence to fill in"},
-    )
-    iw_samples: int = field(
-        default=0,
-        metadata={
-            "help": "validation: also estimate -log p(x) with this many importance samples "
-            "per sentence (500 is the usual protocol) and the mutual information I(x; z) "
-            "over the whole split; 0 = the bound only"
-        },
-    )
-    iw_chunk_tokens: int = field(
-        default=16384,
-        metadata={"help": "--iw-samples: target tokens the decoder scores in one pass "
-                  "(lower it if evaluation runs out of memory)"},
     )
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
@@ -142,10 +129,13 @@ class VRAELanguageModelingTask(FairseqTask):
             raise ValueError("--latent-mode prior needs --num-samples N (how many sentences to sample)")
         if cfg.latent_mode == "interpolate" and cfg.interpolation_steps < 0:
             raise ValueError("--interpolation-steps must be >= 0")
-        if cfg.iw_samples < 0:
-            raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
-        if cfg.iw_chunk_tokens < 1:
-            raise ValueError(f"--iw-chunk-tokens must be >= 1, got {cfg.iw_chunk_tokens}")
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        # vrae_elbo's evaluation options, so that fairseq-validate takes --iw-samples
+        # without --criterion (it rebuilds the checkpoint's criterion with the value)
+        gen_parser_from_dataclass(parser, LatentEvaluationConfig())
 
     @classmethod
     def setup_task(cls, cfg: VRAELanguageModelingConfig, **kwargs):
@@ -331,32 +321,28 @@ class VRAELanguageModelingTask(FairseqTask):
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """Decode the latent code the mode asks for, with any fairseq search."""
         mode = self.cfg.latent_mode
-        encoders = [model.encoder for model in models]
-        for encoder in encoders:
-            encoder.sample_posterior = mode == "posterior-sample"
-        try:
-            with torch.no_grad():
-                if mode == "prior":
-                    return self._decode_latent(generator, models, sample, self._prior_codes(models, sample))
-                if mode == "interpolate":
-                    return self._interpolate(generator, models, sample)
-                if mode == "impute":
-                    observed = sample["net_input"]["src_tokens"]
-                    prefix = observed.masked_fill(observed.eq(self.dictionary.eos()), self.dictionary.pad())
-                    prefix = prefix[:, : max(1, int(prefix.ne(self.dictionary.pad()).sum(1).max()))]
-                    return generator.generate(models, sample, prefix_tokens=prefix)
-                return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
-        finally:
-            for encoder in encoders:
-                encoder.sample_posterior = True
+        sample = dict(sample, net_input=dict(sample["net_input"], sample_posterior=mode == "posterior-sample"))
+        with torch.no_grad():
+            if mode == "prior":
+                return self._decode_latent(generator, models, sample, self._prior_codes(models, sample))
+            if mode == "interpolate":
+                return self._interpolate(generator, models, sample)
+            if mode == "impute":
+                observed = sample["net_input"]["src_tokens"]
+                prefix = observed.masked_fill(observed.eq(self.dictionary.eos()), self.dictionary.pad())
+                prefix = prefix[:, : max(1, int(prefix.ne(self.dictionary.pad()).sum(1).max()))]
+                return generator.generate(models, sample, prefix_tokens=prefix)
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
 
     def _prior_codes(self, models, sample):
         ids = sample["net_input"]["prior_sample_ids"]
-        latent_dim = models[0].encoder.latent_dim
-        return prior_latents(ids.cpu(), latent_dim, self.cfg.seed).to(ids.device)
+        latent = find_latent_layer(models[0])
+        return latent.sample_prior(self.cfg.seed * 1_000_003 + ids.cpu()).to(ids.device)
 
     def _decode_latent(self, generator, models, sample, latent):
-        net_input = {k: v for k, v in sample["net_input"].items() if k not in ("other_tokens", "prior_sample_ids")}
+        net_input = {
+            k: v for k, v in sample["net_input"].items() if k not in ("other_tokens", "prior_sample_ids", "sample_posterior")
+        }
         net_input["latent"] = latent.to(next(models[0].parameters()).dtype)
         return generator.generate(models, dict(sample, net_input=net_input))
 
@@ -381,8 +367,8 @@ class VRAELanguageModelingTask(FairseqTask):
         if second is None:
             first, second = self._split_pairs(first)
         encoder = models[0].encoder
-        start = encoder(first)["mu"]
-        end = encoder(second)["mu"]
+        start = encoder(first, sample_posterior=False)["mu"]
+        end = encoder(second, sample_posterior=False)["mu"]
         points = self.cfg.interpolation_steps + 2
         weights = torch.linspace(0.0, 1.0, points, device=start.device)
         pairs = start.size(0)
@@ -402,103 +388,9 @@ class VRAELanguageModelingTask(FairseqTask):
         hypos = self._decode_latent(generator, models, expanded, codes)
         return [[hypos[p * points + j][0] for j in range(points)] for p in range(pairs)]
 
-    # ----------------------------------------------------------------------------------
-    # evaluation
-
-    def valid_step(self, sample, model, criterion):
-        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
-        if self.cfg.iw_samples > 0 and sample["target"].numel() > 0:
-            ids = sample.get("id")
-            if ids is None or ids.numel() != sample["target"].size(0):
-                ids = torch.arange(sample["target"].size(0))
-            ids = ids.cpu()
-            result = importance_weighted_evaluation(
-                model,
-                sample,
-                self.cfg.iw_samples,
-                self.dictionary.pad(),
-                chunk_tokens=self.cfg.iw_chunk_tokens,
-                sentence_seeds=self.cfg.seed * 1_000_003 + ids,
-            )
-            logging_output.update(
-                iw_nll=float(result["iw_nll"].sum()),
-                iw_nsentences=sample["target"].size(0),
-                iw_ntokens=int(sample["ntokens"]),
-                posterior_mu=result["mu"].cpu(),
-                posterior_logvar=result["logvar"].cpu(),
-                posterior_ids=ids,
-            )
-        return loss, sample_size, logging_output
-
-    def reduce_metrics(self, logging_outputs, criterion):
-        super().reduce_metrics(logging_outputs, criterion)
-        with_iw = [log for log in logging_outputs if "iw_nll" in log]
-        if not with_iw:
-            return
-        iw_nll = sum(log["iw_nll"] for log in with_iw)
-        nsentences = sum(log["iw_nsentences"] for log in with_iw)
-        ntokens = sum(log["iw_ntokens"] for log in with_iw)
-        if nsentences == 0 or ntokens == 0:
-            return
-        metrics.log_scalar("iw_nll", iw_nll / nsentences, nsentences, round=3, priority=1020)
-        metrics.log_scalar("_iw_nll_per_token", iw_nll / ntokens, ntokens)
-        metrics.log_derived(
-            "iw_ppl", lambda meters: safe_exp(meters["_iw_nll_per_token"].avg), priority=1030
-        )
-        posteriors = [log for log in with_iw if "posterior_mu" in log]
-        if posteriors:
-            ids = [log["posterior_ids"] for log in posteriors if "posterior_ids" in log]
-            metrics.log_custom(
-                lambda: MutualInformationMeter(seed=self.cfg.seed),
-                "mi",
-                torch.cat([log["posterior_mu"] for log in posteriors]),
-                torch.cat([log["posterior_logvar"] for log in posteriors]),
-                torch.cat(ids) if len(ids) == len(posteriors) else None,
-                priority=1040,
-            )
-
-    @staticmethod
-    def logging_outputs_can_be_summed(criterion) -> bool:
-        """Not with --iw-samples: the MI estimator needs every posterior, so workers
-        gather their logging outputs instead of summing them."""
-        task = getattr(criterion, "task", None)
-        if task is not None and getattr(task.cfg, "iw_samples", 0) > 0:
-            return False
-        return criterion.logging_outputs_can_be_summed()
-
-    # ----------------------------------------------------------------------------------
-    # training
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if hasattr(criterion, "set_num_updates"):
-            criterion.set_num_updates(update_num)
-        decorrelate_workers()
-        return super().train_step(
-            sample, model, criterion, optimizer, update_num, ignore_grad=ignore_grad
-        )
-
-
 class ListWithSizes(list):
     """A list of token tensors that also answers ``sizes`` like an indexed dataset."""
 
     def __init__(self, tokens, lengths):
         super().__init__(tokens)
         self.sizes = np.asarray(lengths, dtype=np.int64)
-
-
-def decorrelate_workers() -> None:
-    """Give each data-parallel worker its own noise (posterior samples, word dropout).
-
-    fairseq seeds every worker with ``seed + num_updates``, which would draw the same
-    epsilon on every GPU.  A draw from that shared state, offset by the rank, keeps
-    runs reproducible and resumable while making the workers' streams differ.  A
-    single worker is left untouched.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    world_size = distributed_utils.get_data_parallel_world_size()
-    if world_size <= 1:
-        return
-    rank = distributed_utils.get_data_parallel_rank()
-    shared = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    utils.set_torch_seed((shared * world_size + rank) % (2**31 - 1))

@@ -1,0 +1,123 @@
+"""What makes a model a VAE, in one place: the posterior head q(z|x), the prior p(z) or
+p(z|c), the code z handed to the decoder, and the update count the KL schedule reads.
+
+Every consumer (the decoders, the ``vrae_elbo`` criterion, evaluation, generation) reads
+the same output contract, a dict of ``(batch, latent_dim)`` tensors:
+
+* ``z``: the code the decoder conditions on;
+* ``mu``, ``logvar``: the posterior q(z|x) (a point mass at a given code);
+* ``prior_mu``, ``prior_logvar``: the prior the KL and the importance weights use.
+
+Being a dict of batch-first tensors, it is reordered by fairseq's beam search like any
+encoder output (:func:`reorder_latent`).  A new encoder family builds a summary vector
+and calls a :class:`LatentLayer`; a conditional VAE gives the layer a
+:class:`ConditionalGaussianPrior` and the condition.
+"""
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..vae_math import LOGVAR_MIN, clamp_logvar, reparameterize, seeded_normal
+
+LATENT_KEYS = ("z", "mu", "logvar", "prior_mu", "prior_logvar")
+
+
+def reorder_latent(latent: Dict[str, Tensor], new_order: Tensor) -> Dict[str, Tensor]:
+    """The contract for the rows ``new_order`` (beam expansion, finished sentences)."""
+    return {key: value.index_select(0, new_order) for key, value in latent.items()}
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I): no parameters, the same for every sentence."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def forward(self, like: Tensor, condition: Optional[Tensor] = None):
+        """(mu, logvar) of the prior for each row of ``like`` (``(batch, latent_dim)``)."""
+        zeros = torch.zeros(like.size(0), self.latent_dim, dtype=like.dtype, device=like.device)
+        return zeros, zeros
+
+    def sample(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        """One code per seed, fixed by the seed whatever the batching (float32, CPU)."""
+        return seeded_normal(seeds, (self.latent_dim,))
+
+
+class ConditionalGaussianPrior(nn.Module):
+    """p(z|c) = N(mu(c), diag(exp(logvar(c)))) from a condition vector c (e.g. the
+    pooled source sentence of a conditional VAE), one hidden tanh layer."""
+
+    def __init__(self, condition_dim: int, latent_dim: int, hidden_dim: Optional[int] = None):
+        super().__init__()
+        self.latent_dim = latent_dim
+        hidden_dim = hidden_dim or condition_dim
+        self.net = nn.Sequential(nn.Linear(condition_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 2 * latent_dim))
+
+    def forward(self, like: Tensor, condition: Optional[Tensor] = None):
+        if condition is None:
+            raise ValueError("a conditional prior needs its condition (e.g. the source encoding)")
+        mu, logvar = self.net(condition).chunk(2, dim=-1)
+        return mu, clamp_logvar(logvar)
+
+    def sample(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        mu, logvar = self.forward(condition, condition)
+        noise = seeded_normal(seeds, (self.latent_dim,)).to(mu.device)
+        return mu.float() + torch.exp(0.5 * logvar.float()) * noise
+
+
+class LatentLayer(nn.Module):
+    """Gaussian posterior head + prior + the update clock of the KL schedule.
+
+    ``forward(summary)`` maps an encoder's summary vector to the output contract, with z
+    a reparameterised posterior sample (``sample=True``) or the posterior mean;
+    ``given(z)`` wraps a code chosen from outside (prior samples, interpolation,
+    importance samples) in the same contract.  fairseq's ``model.set_num_updates``
+    reaches :meth:`set_num_updates`, whatever the task, so the criterion reads the
+    schedule's clock here.
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int, prior: Optional[nn.Module] = None):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.posterior = nn.Linear(input_dim, 2 * latent_dim)
+        self.prior = prior if prior is not None else StandardNormalPrior(latent_dim)
+        self.num_updates = 0
+        # length of a schedule that spans the run (cyclical), fixed when training starts
+        # and saved with the model, so a resume continues the same schedule
+        self.register_buffer("kl_schedule_updates", torch.zeros((), dtype=torch.long))
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.num_updates = num_updates
+
+    def _contract(self, z: Tensor, mu: Tensor, logvar: Tensor, condition: Optional[Tensor]) -> Dict[str, Tensor]:
+        prior_mu, prior_logvar = self.prior(mu, condition)
+        return {"z": z, "mu": mu, "logvar": logvar, "prior_mu": prior_mu, "prior_logvar": prior_logvar}
+
+    def forward(self, summary: Tensor, sample: bool = True, condition: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        mu, logvar = self.posterior(summary).chunk(2, dim=-1)
+        logvar = clamp_logvar(logvar)
+        z = reparameterize(mu, logvar) if sample else mu
+        return self._contract(z, mu, logvar, condition)
+
+    def given(self, z: Tensor, condition: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """A code chosen from outside, as a point mass (the smallest variance represented)."""
+        return self._contract(z, z, torch.full_like(z, LOGVAR_MIN), condition)
+
+    def sample_prior(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        """z ~ p(z) (or p(z|c)) for each seed, reproducible per seed."""
+        return self.prior.sample(seeds, condition)
+
+
+def find_latent_layer(model: nn.Module) -> LatentLayer:
+    """The latent layer of a (possibly data-parallel wrapped) model."""
+    for module in model.modules():
+        if isinstance(module, LatentLayer):
+            return module
+    raise ValueError(
+        f"{type(model).__name__} has no latent layer: the vrae_elbo criterion trains "
+        f"models built on fairseq_vrae.models.latent.LatentLayer (e.g. --arch vrae_lstm)"
+    )
