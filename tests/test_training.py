@@ -102,3 +102,26 @@ def test_memory_efficient_fp16_training_on_cpu_goes_through_the_loss_scaler(data
     state = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     weights = [v for v in state["model"].values() if v.is_floating_point()]
     assert weights and all(torch.equal(v, v.half().float()) for v in weights)
+
+
+def test_vrae_trains_under_fairseqs_translation_task_with_word_dropout(tmp_path):
+    """The VAE behaviour belongs to the model and the criterion: fairseq's stock
+    translation task (no vrae_lm in sight) trains it, with the KL schedule ticking,
+    word dropout on the decoder's dictionary and --iw-samples at validation."""
+    sentences = helpers.random_sentences(60, seed=5)
+    data = helpers.binarize_pair(str(tmp_path / "pair"), {
+        "train": list(zip(sentences, sentences)), "valid": list(zip(sentences[:10], sentences[:10])),
+    })
+    argv = helpers.vrae_train_args(data, str(tmp_path / "checkpoints"), [
+        "--max-update", "6", "--kl-schedule", "linear", "--kl-warmup-updates", "4", "--word-dropout", "0.5",
+        "--iw-samples", "4", "-s", "en", "-t", "de",
+    ])
+    argv[argv.index("--task") + 1] = "translation"
+    records = helpers.run_train(argv)
+    inner = by_update(records)
+    assert sorted(inner) == [1, 2, 3, 4, 5, 6]
+    assert [float(inner[u]["kl_weight"]) for u in range(1, 7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    valid = [r for r in records if r.get("_logger") == "valid"][-1]
+    assert float(valid["valid_kl_weight"]) == 1.0
+    assert float(valid["valid_iw_nll"]) <= float(valid["valid_elbo"]) + 0.5
+    assert "valid_mi" in valid and "valid_au" in valid

@@ -73,16 +73,21 @@ class VRAEModel(FairseqEncoderDecoderModel):
     @classmethod
     def build_model(cls, cfg, task):
         vrae_lstm(cfg)
-        dictionary = task.source_dictionary
+        source_dictionary, target_dictionary = task.source_dictionary, task.target_dictionary
         dropout_in, dropout_out = _dropouts(cfg)
+        if cfg.share_embeddings and source_dictionary.symbols != target_dictionary.symbols:
+            raise ValueError(
+                "--share-embeddings needs one dictionary for both sides; binarize the pair "
+                "with fairseq-preprocess --joined-dictionary"
+            )
 
-        def embedding():
+        def embedding(dictionary):
             return nn.Embedding(len(dictionary), cfg.embed_dim, padding_idx=dictionary.pad())
 
-        encoder_embed = embedding()
-        decoder_embed = encoder_embed if cfg.share_embeddings else embedding()
+        encoder_embed = embedding(source_dictionary)
+        decoder_embed = encoder_embed if cfg.share_embeddings else embedding(target_dictionary)
         encoder = VRAEEncoder(
-            dictionary,
+            source_dictionary,
             encoder_embed,
             cell=cfg.encoder_cell,
             hidden_size=cfg.encoder_hidden_size,
@@ -93,7 +98,7 @@ class VRAEModel(FairseqEncoderDecoderModel):
             dropout_out=dropout_out,
         )
         decoder = VRAEDecoder(
-            dictionary,
+            target_dictionary,
             decoder_embed,
             cell=cfg.decoder_cell,
             hidden_size=cfg.decoder_hidden_size,
