@@ -1,5 +1,6 @@
 """Latent-sampling generation through the Python API, fairseq-generate and fairseq-interactive."""
 
+import math
 import os
 import re
 import shutil
@@ -286,3 +287,103 @@ def test_deterministic_modes_give_the_pinned_hypotheses(memorised):
         pinned = json.load(handle)
     for name in PINNED_MODES:
         assert produced[name] == pinned[name], name
+
+
+# --------------------------------------------------------------------------------------
+# scoring, over-long inputs, posterior samples under beam search
+
+
+def test_hub_score_returns_the_bound_of_each_sentence(hub):
+    from fairseq_vrae.vae_math import log_normal, seeded_normal
+
+    scores = hub.score(SENTENCES[:6])
+    assert [s["ntokens"] for s in scores] == [len(s.split()) + 1 for s in SENTENCES[:6]]
+    # K = 1: -log p(x|z) - log p(z) + log q(z|x) with z = mu + sigma * eps, eps fixed by
+    # (seed, position), computed here by hand one sentence at a time
+    model = hub.models[0]
+    for position, (sentence, scored) in enumerate(zip(SENTENCES[:6], scores)):
+        tokens = hub.to_token_ids(sentence).unsqueeze(0)
+        with torch.no_grad():
+            posterior = model.encoder(tokens, sample_posterior=False)
+            mu, logvar = posterior["mu"], posterior["logvar"]
+            z = mu + torch.exp(0.5 * logvar) * seeded_normal(torch.tensor([1 * 1_000_003 + position]), (16,))
+            prev = torch.cat([tokens[:, -1:], tokens[:, :-1]], dim=1)
+            logits, _ = model.decoder(prev, encoder_out=dict(posterior, z=z))
+            rec = torch.nn.functional.cross_entropy(logits[0], tokens[0], reduction="sum")
+            expected = rec + log_normal(z, mu, logvar) - log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+        assert scored["nll"] == pytest.approx(float(expected), rel=1e-4), sentence
+        assert scored["ppl"] == pytest.approx(math.exp(scored["nll"] / scored["ntokens"]), rel=1e-6)
+    # more importance samples give a tighter (lower on average) estimate
+    single = sum(sum(s["nll"] for s in hub.score(SENTENCES[:6], seed=seed)) for seed in range(20)) / 20
+    weighted = sum(s["nll"] for s in hub.score(SENTENCES[:6], iw_samples=50))
+    assert weighted <= single + 1e-3
+    assert hub.score(SENTENCES[0])["nll"] == pytest.approx(scores[0]["nll"], abs=1e-4)  # fixed noise
+
+
+def test_over_long_inputs_get_a_clear_error_from_the_hub(hub):
+    long_sentence = " ".join(["cat"] * 300)
+    with pytest.raises(ValueError, match="max-sentence-length"):
+        hub.interpolate(long_sentence, SENTENCES[0])
+    with pytest.raises(ValueError, match="max-sentence-length"):
+        hub.interpolate(SENTENCES[0], long_sentence)
+    with pytest.raises(ValueError, match="max-sentence-length"):
+        hub.reconstruct([SENTENCES[0], long_sentence])
+    # two sides that each fit, together longer than the limit, are fine
+    half = " ".join(["cat"] * 200)
+    assert len(hub.interpolate(half, half, steps=1)) == 3
+
+
+def test_fairseq_interactive_skips_and_counts_over_long_pairs(memorised):
+    data, save_dir = memorised
+    long_sentence = " ".join(["cat"] * 300)
+    code, out, err = run(
+        [command("fairseq-interactive"), data, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm",
+         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--cpu", "--beam", "1",
+         "--latent-mode", "interpolate", "--interpolation-steps", "1"],
+        stdin=f"{long_sentence}\t{SENTENCES[1]}\n{SENTENCES[4]}\t{SENTENCES[5]}\n",
+    )
+    assert code == 0, err[-3000:]
+    path = [h.split("\t")[2] for h in lines(out, "H-")]
+    assert len(path) == 3 and path[0] == SENTENCES[4] and path[-1] == SENTENCES[5]
+    assert "skipping an input line (1 skipped so far): 301 tokens" in err and "max-sentence-length 256" in err
+
+
+def codes_seen_by_the_decoder(hub, sentences, beam, seed):
+    decoder = hub.models[0].decoder
+    seen = []
+    original = decoder.forward
+
+    def spy(prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        seen.append(encoder_out["z"].detach().clone())
+        return original(prev_output_tokens, encoder_out=encoder_out, incremental_state=incremental_state, **kwargs)
+
+    decoder.forward = spy
+    try:
+        torch.manual_seed(seed)
+        hub.reconstruct(sentences, beam=beam, sample_posterior=True)
+    finally:
+        del decoder.forward
+    return seen[0]  # the first step: one row per (sentence, beam)
+
+
+def test_posterior_samples_are_shared_by_a_sentences_beams_and_change_with_the_seed(hub):
+    first = codes_seen_by_the_decoder(hub, SENTENCES[:3], beam=4, seed=1)
+    assert first.shape == (3 * 4, 16)
+    per_sentence = first.view(3, 4, 16)
+    assert torch.equal(per_sentence, per_sentence[:, :1].expand(-1, 4, -1))  # one z per sentence
+    assert not torch.equal(per_sentence[0, 0], per_sentence[1, 0])
+    mu, _ = hub.encode(SENTENCES[:3])
+    assert not torch.allclose(per_sentence[:, 0], mu)  # a sample, not the mean
+    again = codes_seen_by_the_decoder(hub, SENTENCES[:3], beam=4, seed=1)
+    other = codes_seen_by_the_decoder(hub, SENTENCES[:3], beam=4, seed=2)
+    assert torch.equal(again, first) and not torch.equal(other, first)
+
+
+def test_fairseq_generate_posterior_samples_with_beam_search(memorised):
+    outputs = []
+    for seed in ("1", "2"):
+        code, out, err = generate(memorised, "--latent-mode", "posterior-sample", "--beam", "4", "--nbest", "2", "--seed", seed)
+        assert code == 0, err[-3000:]
+        assert len(lines(out, "H-")) == 2 * 20
+        outputs.append(lines(out, "P-"))
+    assert outputs[0] != outputs[1]  # the codes, hence the scores, follow the seed

@@ -16,15 +16,13 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..criterions.vrae_elbo import LatentEvaluationConfig
-from ..generation_datasets import ObservedPrefixDataset, PriorSampleDataset, SentencePairDataset
-from ..models.latent import find_latent_layer
-from ..vae_math import interpolate_latents
+from ..generation import GENERATION_MODES, GenerationMode, InputError
 
 logger = logging.getLogger(__name__)
 
 LONG_SENTENCE_POLICIES = ChoiceEnum(["skip", "truncate"])
 SIDES = ChoiceEnum(["source", "target"])
-LATENT_MODES = ChoiceEnum(["posterior-mean", "posterior-sample", "prior", "interpolate", "impute"])
+LATENT_MODES = ChoiceEnum(list(GENERATION_MODES))
 INTERPOLATIONS = ChoiceEnum(["linear", "spherical"])
 
 
@@ -125,10 +123,8 @@ class VRAELanguageModelingTask(FairseqTask):
         self.dictionary = dictionary
         if cfg.max_sentence_length < 2:
             raise ValueError("--max-sentence-length must be at least 2 (a word and </s>)")
-        if cfg.latent_mode == "prior" and cfg.num_samples <= 0:
-            raise ValueError("--latent-mode prior needs --num-samples N (how many sentences to sample)")
-        if cfg.latent_mode == "interpolate" and cfg.interpolation_steps < 0:
-            raise ValueError("--interpolation-steps must be >= 0")
+        self.generation_mode()  # a mode checks its options when it is made
+        self.skipped_inputs = 0
 
     @classmethod
     def add_args(cls, parser):
@@ -186,9 +182,14 @@ class VRAELanguageModelingTask(FairseqTask):
     # ----------------------------------------------------------------------------------
     # data
 
+    def generation_mode(self) -> GenerationMode:
+        """The ``--latent-mode`` in force (the hub interface switches it per call)."""
+        return GENERATION_MODES[self.cfg.latent_mode](self)
+
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
-        if self.cfg.latent_mode == "prior":
-            self.datasets[split] = PriorSampleDataset(self.cfg.num_samples, self.dictionary)
+        mode = self.generation_mode()
+        if not mode.uses_data:
+            self.datasets[split] = mode.dataset(None)
             return
         paths = utils.split_paths(self.cfg.data)
         data_path = paths[(epoch - 1) % len(paths)]
@@ -221,76 +222,53 @@ class VRAELanguageModelingTask(FairseqTask):
             f"{self.cfg.max_sentence_length} tokens "
             f"{'truncated' if self.cfg.long_sentences == 'truncate' else 'skipped'}"
         )
-        dataset = self.dataset_for_mode(sentences)
+        dataset = self.generation_mode().dataset(sentences)
         self.datasets[split] = dataset
         return dataset
-
-    def dataset_for_mode(self, sentences):
-        """Training/reconstruction pairs, or the inputs the generation mode needs."""
-        mode = self.cfg.latent_mode
-        if mode == "prior":
-            return PriorSampleDataset(self.cfg.num_samples, self.dictionary)
-        if mode == "interpolate":
-            return SentencePairDataset(sentences, self.dictionary)
-        source = sentences
-        if mode == "impute":
-            source = ObservedPrefixDataset(sentences, self.cfg.impute_fraction, self.dictionary.eos())
-        return LanguagePairDataset(
-            source,
-            source.sizes,
-            self.dictionary,
-            tgt=sentences,
-            tgt_sizes=sentences.sizes,
-            tgt_dict=self.dictionary,
-            left_pad_source=False,
-            left_pad_target=False,
-        )
 
     def filter_indices_by_size(
         self, indices, dataset, max_positions=None, ignore_invalid_inputs=False
     ):
         """Drop empty sentences and (under ``--long-sentences skip``) long ones.
 
-        Counts were logged when the split was loaded; this never raises for length.
+        For a split, the counts were logged when it was loaded.  For inputs from
+        fairseq-interactive or the hub interface, a sentence over
+        ``--max-sentence-length`` is an error (a logged, counted skip with
+        ``--skip-invalid-size-inputs-valid-test``), never a silently missing output.
         """
-        sizes = getattr(dataset, "src_sizes", None)
-        if sizes is None:  # prior samples and interpolation pairs: nothing to drop
+        sizes = self.generation_mode().input_sizes(dataset)
+        if sizes is None:  # prior samples and interpolation pairs of a split
             return indices
         sizes = np.asarray(sizes)[indices]
         keep = (sizes > 1) & (sizes <= self.cfg.max_sentence_length)
+        if getattr(dataset, "for_inference", False) and not keep.all():
+            dropped = indices[~keep]
+            message = (
+                f"{len(dropped)} input(s) empty or longer than --max-sentence-length "
+                f"{self.cfg.max_sentence_length} tokens (inputs {dropped[:10].tolist()})"
+            )
+            if not ignore_invalid_inputs:
+                raise ValueError(message + "; raise --max-sentence-length to decode them")
+            logger.warning(f"skipping {message}")
         return indices[keep]
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
-        """Inputs from fairseq-interactive or the hub interface, for the current mode.
-
-        In interpolate mode each input holds both end points, ``A </s> B </s>``
-        (fairseq-interactive passes the model nothing but ``src_tokens``).
-        """
-        if self.cfg.latent_mode in ("prior", "impute"):
-            return self.dataset_for_mode(ListWithSizes(src_tokens, src_lengths))
-        return LanguagePairDataset(src_tokens, src_lengths, self.dictionary, left_pad_source=False)
+        """Inputs from fairseq-interactive or the hub interface, for the current mode."""
+        dataset = self.generation_mode().inference_dataset(src_tokens, src_lengths)
+        dataset.for_inference = True
+        return dataset
 
     def get_interactive_tokens_and_lengths(self, lines, encode_fn):
-        """Input lines -> token ids; empty lines are skipped with a message.
-
-        In interpolate mode each line holds two sentences separated by a tab.
-        """
+        """Input lines -> token ids; unusable lines are skipped with a message and counted
+        (fairseq-interactive hands over one buffer of lines at a time)."""
+        mode = self.generation_mode()
         tokens = []
-        for number, line in enumerate(lines):
-            interpolate = self.cfg.latent_mode == "interpolate"
-            parts = line.split("\t") if interpolate else [line]
-            if interpolate and len(parts) != 2:
-                logger.warning(f"skipping input {number}: interpolate mode needs two sentences separated by a tab")
-                continue
-            if any(not part.strip() for part in parts):
-                logger.warning(f"skipping input {number}: empty sentence")
-                continue
-            tokens.append(
-                torch.cat([
-                    self.dictionary.encode_line(encode_fn(part), add_if_not_exist=False).long()
-                    for part in parts
-                ])
-            )
+        for line in lines:
+            try:
+                tokens.append(mode.encode_line(line, encode_fn))
+            except InputError as error:
+                self.skipped_inputs += 1
+                logger.warning(f"skipping an input line ({self.skipped_inputs} skipped so far): {error}")
         return tokens, [t.numel() for t in tokens]
 
     # ----------------------------------------------------------------------------------
@@ -309,88 +287,14 @@ class VRAELanguageModelingTask(FairseqTask):
         return super().build_model(cfg, from_checkpoint)
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
-        if self.cfg.latent_mode == "interpolate":
-            # one hypothesis per point; let the stock commands print all of them
-            points = self.cfg.interpolation_steps + 2
-            if getattr(args, "nbest", 1) < points:
-                args.nbest = points
+        self.generation_mode().generation_args(args)
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """Decode the latent code the mode asks for, with any fairseq search."""
-        mode = self.cfg.latent_mode
-        sample = dict(sample, net_input=dict(sample["net_input"], sample_posterior=mode == "posterior-sample"))
         with torch.no_grad():
-            if mode == "prior":
-                return self._decode_latent(generator, models, sample, self._prior_codes(models, sample))
-            if mode == "interpolate":
-                return self._interpolate(generator, models, sample)
-            if mode == "impute":
-                observed = sample["net_input"]["src_tokens"]
-                prefix = observed.masked_fill(observed.eq(self.dictionary.eos()), self.dictionary.pad())
-                prefix = prefix[:, : max(1, int(prefix.ne(self.dictionary.pad()).sum(1).max()))]
-                return generator.generate(models, sample, prefix_tokens=prefix)
-            return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
-
-    def _prior_codes(self, models, sample):
-        ids = sample["net_input"]["prior_sample_ids"]
-        latent = find_latent_layer(models[0])
-        return latent.sample_prior(self.cfg.seed * 1_000_003 + ids.cpu()).to(ids.device)
-
-    def _decode_latent(self, generator, models, sample, latent):
-        net_input = {
-            k: v for k, v in sample["net_input"].items() if k not in ("other_tokens", "prior_sample_ids", "sample_posterior")
-        }
-        net_input["latent"] = latent.to(next(models[0].parameters()).dtype)
-        return generator.generate(models, dict(sample, net_input=net_input))
-
-    def _split_pairs(self, tokens):
-        """``A </s> B </s>`` rows -> right-padded A and B batches."""
-        pad, eos = self.dictionary.pad(), self.dictionary.eos()
-        firsts, seconds = [], []
-        for row in tokens:
-            row = row[row.ne(pad)]
-            cut = int(row.eq(eos).nonzero()[0]) + 1
-            firsts.append(row[:cut])
-            seconds.append(row[cut:] if cut < len(row) else row.new_tensor([eos]))
-        return (
-            data_utils.collate_tokens(firsts, pad, eos),
-            data_utils.collate_tokens(seconds, pad, eos),
-        )
-
-    def _interpolate(self, generator, models, sample):
-        """K+2 hypotheses per pair: both posterior means and K evenly spaced points between."""
-        net_input = sample["net_input"]
-        first, second = net_input["src_tokens"], net_input.get("other_tokens")
-        if second is None:
-            first, second = self._split_pairs(first)
-        encoder = models[0].encoder
-        start = encoder(first, sample_posterior=False)["mu"]
-        end = encoder(second, sample_posterior=False)["mu"]
-        points = self.cfg.interpolation_steps + 2
-        weights = torch.linspace(0.0, 1.0, points, device=start.device)
-        pairs = start.size(0)
-        # (pair, point) flattened pair-major
-        codes = interpolate_latents(
-            start.repeat_interleave(points, 0),
-            end.repeat_interleave(points, 0),
-            weights.repeat(pairs),
-            self.cfg.interpolation,
-        )
-        expanded = {
-            "net_input": {
-                "src_tokens": net_input["src_tokens"].repeat_interleave(points, 0),
-                "src_lengths": net_input["src_lengths"].repeat_interleave(points, 0),
-            },
-        }
-        hypos = self._decode_latent(generator, models, expanded, codes)
-        return [[hypos[p * points + j][0] for j in range(points)] for p in range(pairs)]
-
-class ListWithSizes(list):
-    """A list of token tensors that also answers ``sizes`` like an indexed dataset."""
-
-    def __init__(self, tokens, lengths):
-        super().__init__(tokens)
-        self.sizes = np.asarray(lengths, dtype=np.int64)
+            return self.generation_mode().decode(
+                generator, models, sample, prefix_tokens=prefix_tokens, constraints=constraints
+            )

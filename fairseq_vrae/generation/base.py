@@ -1,0 +1,115 @@
+"""What every generation mode provides, and the registry of modes."""
+
+import logging
+from typing import Dict, List, Optional, Type
+
+import numpy as np
+from fairseq.data import LanguagePairDataset
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+#: --latent-mode name -> mode class, in registration order
+GENERATION_MODES: Dict[str, Type["GenerationMode"]] = {}
+
+
+def register_generation_mode(name: str):
+    def register(cls):
+        if name in GENERATION_MODES:
+            raise ValueError(f"generation mode {name!r} registered twice")
+        cls.name = name
+        GENERATION_MODES[name] = cls
+        return cls
+
+    return register
+
+
+class InputError(ValueError):
+    """An input the mode cannot take; interactive use skips it with this message."""
+
+
+class ListWithSizes(list):
+    """A list of token tensors that also answers ``sizes`` like an indexed dataset."""
+
+    def __init__(self, tokens, lengths):
+        super().__init__(tokens)
+        self.sizes = np.asarray(lengths, dtype=np.int64)
+
+
+class GenerationMode:
+    """Reconstruction-style behaviour; modes override what differs.
+
+    ``task`` is the hosting ``vrae_lm`` task: its ``cfg`` holds the mode's options and
+    its ``dictionary`` the vocabulary.
+    """
+
+    name = ""
+    #: False for modes that need no sentences (prior samples)
+    uses_data = True
+
+    def __init__(self, task):
+        self.task = task
+        self.cfg = task.cfg
+        self.dictionary = task.dictionary
+
+    # ------------------------------------------------------------------ inputs
+
+    def dataset(self, sentences):
+        """What fairseq-generate iterates for a binarized split of sentences."""
+        return self.sentence_pairs(sentences, sentences)
+
+    def sentence_pairs(self, source, target):
+        return LanguagePairDataset(
+            source,
+            source.sizes,
+            self.dictionary,
+            tgt=target,
+            tgt_sizes=target.sizes,
+            tgt_dict=self.dictionary,
+            left_pad_source=False,
+            left_pad_target=False,
+        )
+
+    def inference_dataset(self, src_tokens: List[Tensor], src_lengths: List[int]):
+        """Inputs from fairseq-interactive or the hub interface."""
+        return LanguagePairDataset(src_tokens, src_lengths, self.dictionary, left_pad_source=False)
+
+    def encode_line(self, line: str, encode_fn) -> Tensor:
+        """One interactive input line -> token ids; :class:`InputError` if unusable."""
+        return self.encode_sentence(line, encode_fn)
+
+    def encode_sentence(self, text: str, encode_fn) -> Tensor:
+        if not text.strip():
+            raise InputError("empty sentence")
+        tokens = self.dictionary.encode_line(encode_fn(text), add_if_not_exist=False).long()
+        self.check_length(tokens)
+        return tokens
+
+    def check_length(self, tokens: Tensor) -> None:
+        limit = self.cfg.max_sentence_length
+        if tokens.numel() > limit:
+            raise InputError(
+                f"{tokens.numel()} tokens with </s>, more than --max-sentence-length {limit} "
+                f"(raise it to decode longer sentences)"
+            )
+
+    def input_sizes(self, dataset) -> Optional[np.ndarray]:
+        """Length of each input for the length filter, None when there is nothing to filter."""
+        sizes = getattr(dataset, "src_sizes", None)
+        return None if sizes is None else np.asarray(sizes)
+
+    # ------------------------------------------------------------------ decoding
+
+    def generation_args(self, args) -> None:
+        """Adjust fairseq's generation options before the generator is built."""
+
+    def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        net_input = dict(sample["net_input"], sample_posterior=False)
+        return generator.generate(models, dict(sample, net_input=net_input), prefix_tokens=prefix_tokens, constraints=constraints)
+
+    def decode_latent(self, generator, models, sample, latent: Tensor):
+        """Decode the given codes, one per row of ``sample``."""
+        extra = ("other_tokens", "prior_sample_ids", "sample_posterior")
+        net_input = {k: v for k, v in sample["net_input"].items() if k not in extra}
+        net_input["latent"] = latent.to(next(models[0].parameters()).dtype)
+        return generator.generate(models, dict(sample, net_input=net_input))
