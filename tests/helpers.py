@@ -128,3 +128,18 @@ def run_train(argv: Sequence[str]) -> List[dict]:
 
 def train_inner_records(records: List[dict]) -> List[dict]:
     return [r for r in records if r.get("_logger") == "train_inner"]
+
+
+def posteriors(data: str, checkpoint: str, split: str):
+    """mu, logvar (float64) of every sentence of a binarized split, in index order,
+    computed one sentence at a time from a checkpoint."""
+    import torch
+    from fairseq import checkpoint_utils
+    from fairseq.data import data_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides={"data": data})
+    model = models[0].eval()
+    sentences = data_utils.load_indexed_dataset(os.path.join(data, split), task.dictionary)
+    with torch.no_grad():
+        out = [model.encoder(sentences[i].unsqueeze(0), sample_posterior=False) for i in range(len(sentences))]
+    return torch.cat([o["mu"] for o in out]).double(), torch.cat([o["logvar"] for o in out]).double()

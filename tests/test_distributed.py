@@ -72,7 +72,7 @@ def test_two_workers_log_the_totals_of_one_worker_with_update_freq_2(tmp_path):
     worker r takes batches r, r + 2, ... and one worker with --update-freq 2 takes
     batches 0 and 1.  Without dropout the posterior (hence the closed-form KL) is
     deterministic, so the logged sums must agree; rec depends on each worker's own
-    posterior noise, so it is checked through the aggregation formulas instead."""
+    posterior noise, so it is compared within a tolerance."""
     data = helpers.binarize(str(tmp_path / "corpus"), {"train": helpers.random_sentences(160, seed=4), "valid": helpers.random_sentences(10, seed=1)})
     extra = ["--dropout", "0", "--kl-schedule", "constant", "--kl-weight", "0.5", "--max-update", "1"]
     single_out = subprocess.run(
@@ -86,11 +86,11 @@ def test_two_workers_log_the_totals_of_one_worker_with_update_freq_2(tmp_path):
     for key in ("bsz", "wpb", "kl", "kl_weight"):
         assert double[key] == pytest.approx(single[key], abs=2e-3), key
     assert double["bsz"] > 8  # both workers' sentences, not one worker's
-    for record in (single, double):
-        # sums, not averages of per-worker ratios: elbo = rec + kl per sentence and
-        # ppl = exp(total -ELBO / total tokens)
-        assert record["elbo"] == pytest.approx(record["rec"] + record["kl"], abs=2e-3)
-        assert record["ppl"] == pytest.approx(math.exp(record["elbo"] * record["bsz"] / record["wpb"]), rel=2e-3)
+    # rec depends on each worker's own posterior noise, which barely moves the decoder
+    # at initialisation: per sentence it agrees within 1% (a sum over one worker, or
+    # over both divided by one worker's sentences, would be off by about 2x)
+    for key in ("rec", "elbo"):
+        assert double[key] == pytest.approx(single[key], rel=1e-2), key
 
 
 # --------------------------------------------------------------------------------------

@@ -196,3 +196,57 @@ def test_checkpoint_with_another_dictionary_is_refused_with_both_sizes():
     other = build(large)
     with pytest.raises(ValueError, match=rf"{len(small)} entries.*{len(large)}"):
         other.load_state_dict(trained.state_dict())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reordering_the_incremental_state_follows_the_beam_with_several_layers(cell):
+    dictionary = make_dictionary()
+    model = build(dictionary, decoder_cell=cell, encoder_cell=cell, decoder_layers=3, decoder_latent_input=True).eval()
+    batch = make_batch(dictionary, [7, 7, 7], seed=4)
+    prev = batch["net_input"]["prev_output_tokens"]
+    with torch.no_grad():
+        encoder_out = model.encoder(batch["net_input"]["src_tokens"], sample_posterior=False)
+        order = torch.tensor([2, 0, 0])
+        # three steps, reorder rows as a beam search would, three more steps
+        state = {}
+        for t in range(3):
+            model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+        model.decoder.reorder_incremental_state_scripting(state, order)
+        moved_out = model.encoder.reorder_encoder_out(encoder_out, order)
+        moved_prev = prev[order]
+        steps = [
+            model.decoder(moved_prev[:, : t + 1], encoder_out=moved_out, incremental_state=state)[0]
+            for t in range(3, 6)
+        ]
+        # the same rows decoded from scratch
+        full, _ = model.decoder(moved_prev[:, :6], encoder_out=moved_out)
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, 3:6], atol=1e-5)
+
+
+def test_free_bits_stop_the_kl_gradient_of_dimensions_under_the_floor():
+    from fairseq_vrae.vae_math import free_bits_kl
+
+    kl = torch.tensor([[0.1, 2.0, 0.2], [0.3, 4.0, 0.0]], requires_grad=True)  # means 0.2, 3.0, 0.1
+    free_bits_kl(kl, 0.5).backward()
+    assert torch.equal(kl.grad, torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]))
+
+
+def test_with_every_dimension_under_the_floor_the_encoder_learns_from_reconstruction_only():
+    dictionary = make_dictionary()
+    batch = make_batch(dictionary, [5, 7, 3])
+
+    def gradients(free_bits, weight=1.0):
+        model = build(dictionary).train()
+        cfg = VRAEELBOConfig(kl_schedule="constant", kl_weight=weight, free_bits=free_bits, max_update=0)
+        torch.manual_seed(3)  # the same posterior noise in every run
+        loss, _, _ = VRAEELBOCriterion(cfg, TinyTask(dictionary))(model, batch)
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.encoder.named_parameters()}
+
+    floored = gradients(free_bits=100.0)  # far above every dimension's KL
+    reconstruction_only = gradients(free_bits=0.0, weight=0.0)
+    with_kl = gradients(free_bits=0.0)
+    for name, grad in floored.items():
+        assert torch.allclose(grad, reconstruction_only[name], atol=1e-7), name
+    assert floored["latent.posterior.weight"].abs().sum() > 0  # reconstruction reaches it
+    assert not torch.allclose(floored["latent.posterior.weight"], with_kl["latent.posterior.weight"])

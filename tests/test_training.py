@@ -50,16 +50,20 @@ def test_resume_continues_the_update_count_and_the_kl_weight(data, tmp_path):
 
 
 def test_validation_reports_the_true_bound(data, tmp_path):
+    save_dir = tmp_path / "c"
     records = helpers.run_train(
         helpers.vrae_train_args(
-            data, str(tmp_path / "c"),
+            data, str(save_dir),
             ["--kl-schedule", "constant", "--kl-weight", "0.2", "--word-dropout", "0.5", "--free-bits", "0.5", "--max-update", "4"],
         )
     )
     valid = [r for r in records if r.get("_logger") == "valid"][-1]
     assert float(valid["valid_kl_weight"]) == 1.0
-    elbo = float(valid["valid_rec"]) + float(valid["valid_kl"])
-    assert float(valid["valid_elbo"]) == pytest.approx(elbo, abs=2e-3)
+    # the closed-form KL of the validation posteriors, not the free-bits floor (0.5 x 4)
+    mu, logvar = helpers.posteriors(data, str(save_dir / "checkpoint_last.pt"), "valid")
+    kl = float(0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean())
+    assert kl < 2.0 and float(valid["valid_kl"]) == pytest.approx(kl, abs=2e-3)
+    # the loss (computed in the criterion) is rec + KL without beta or the floor:
     # 2 ** loss (bits per token) is the bound's perplexity
     assert 2 ** float(valid["valid_loss"]) == pytest.approx(float(valid["valid_ppl"]), rel=2e-3)
     train = [r for r in records if r.get("_logger") == "train_inner"]
@@ -125,3 +129,29 @@ def test_vrae_trains_under_fairseqs_translation_task_with_word_dropout(tmp_path)
     assert float(valid["valid_kl_weight"]) == 1.0
     assert float(valid["valid_iw_nll"]) <= float(valid["valid_elbo"]) + 0.5
     assert "valid_mi" in valid and "valid_au" in valid
+
+
+def test_resuming_with_another_max_update_keeps_the_cyclical_schedule(data, tmp_path):
+    """The cycles span --max-update of the run that started them: a resume with a
+    larger --max-update continues that schedule instead of stretching it mid-run."""
+    save_dir = str(tmp_path / "cyclical")
+    schedule = ["--kl-schedule", "cyclical", "--kl-cycles", "2", "--kl-cycle-rising", "0.5"]
+    first = by_update(helpers.run_train(helpers.vrae_train_args(data, save_dir, schedule + ["--max-update", "4"])))
+    # 2 cycles over 4 updates: beta(t) for t = 0..3 is 0, 1, 0, 1
+    assert [float(first[u]["kl_weight"]) for u in (1, 2, 3, 4)] == [0.0, 1.0, 0.0, 1.0]
+    resumed = by_update(helpers.run_train(helpers.vrae_train_args(data, save_dir, schedule + ["--max-update", "8"])))
+    # the 4-update schedule is over: beta = 1 (spread over 8 updates it would restart at 0)
+    assert [float(resumed[u]["kl_weight"]) for u in (5, 6, 7, 8)] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_the_mutual_information_meter_holds_one_split_however_many_validations(data, tmp_path):
+    from fairseq import metrics
+
+    records = helpers.run_train(helpers.vrae_train_args(
+        data, str(tmp_path / "mi"), ["--max-epoch", "4", "--iw-samples", "2", "--kl-schedule", "constant"]
+    ))
+    valid = [r for r in records if r.get("_logger") == "valid"]
+    assert len(valid) == 4 and all(math.isfinite(float(r["valid_mi"])) for r in valid)
+    # fairseq's run-long "valid" aggregator: the posteriors of the last pass only (12 sentences)
+    meter = metrics.get_meter("valid", "mi")
+    assert sum(part.size(0) for part in meter.mu) == 12
