@@ -8,8 +8,13 @@
 # <bin-dir> is fairseq-preprocess --only-source output (dict.txt, train/valid/test).
 # small (default): a budget for 2 CPU cores, about 18 minutes on Penn Treebank;
 # full: the budget for a GPU.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
-# HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, SEED, RECIPES, COMPARE_DIR,
-# EXTRA_TRAIN_FLAGS (e.g. "--fp16").
+# HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
+# COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave lstm_lm out).
+#
+# Runs resume: a model whose training finished is not trained again (an interrupted
+# one continues from its checkpoint_last.pt), and one already evaluated is not
+# evaluated again, so several invocations with different RECIPES (and RUN_LM=0) can
+# share one COMPARE_DIR, in parallel, and a last one prints the whole table.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$REPO_ROOT/scripts/setup.sh" >/dev/null
@@ -27,8 +32,9 @@ case "$BUDGET" in
 esac
 EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
-FREE_BITS="${FREE_BITS:-0.25}"; SEED="${SEED:-1}"
-RECIPES="${RECIPES:-bowman cyclical free-bits anneal-free-bits}"
+FREE_BITS="${FREE_BITS:-0.25}"; BN_GAMMA="${BN_GAMMA:-0.6}"; SEED="${SEED:-1}"
+RECIPES="${RECIPES-bowman cyclical free-bits anneal-free-bits bn-vae}"
+RUN_LM="${RUN_LM:-1}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 DEVICE=()
@@ -46,29 +52,36 @@ VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_lstm --crit
   --latent-dim "$LATENT" --decoder-latent-input)
 steep() { "$PYTHON" -c "print(12 / $1)"; }
 
-# train NAME ARGS...: fairseq-train into $OUT/NAME, JSON log in train.log, seconds in wall
+# train NAME ARGS...: fairseq-train into $OUT/NAME, JSON log in train.log (appended
+# to on a resume), seconds in wall; skipped once $OUT/NAME/trained exists
 train() {
   local name="$1"; shift
   local dir="$OUT/$name"
-  rm -rf "$dir"; mkdir -p "$dir"
+  if [ -f "$dir/trained" ]; then echo "   $name: trained already"; return; fi
+  mkdir -p "$dir"
   local start; start=$(date +%s.%N)
-  fairseq-train "$BIN" "$@" --save-dir "$dir" >"$dir/train.log" 2>&1 || {
+  fairseq-train "$BIN" "$@" --save-dir "$dir" >>"$dir/train.log" 2>&1 || {
     tail -20 "$dir/train.log" >&2; echo "training $name failed" >&2; exit 1; }
   "$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))" >>"$dir/wall"
+  touch "$dir/trained"
 }
 
 evaluate() {
   local name="$1"; shift
+  if [ -f "$OUT/$name/evaluated" ]; then return; fi
   fairseq-validate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --valid-subset test \
     --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" "$@" >"$OUT/$name/test.log" 2>&1 || {
     tail -20 "$OUT/$name/test.log" >&2; echo "evaluating $name failed" >&2; exit 1; }
+  touch "$OUT/$name/evaluated"
 }
 
-echo "== lstm_lm (fairseq), one sentence per sample"
-train lstm_lm --task language_modeling --sample-break-mode eos --arch lstm_lm \
-  --decoder-embed-dim "$EMBED" --decoder-hidden-size "$HIDDEN" --decoder-out-embed-dim "$HIDDEN" \
-  --decoder-layers 1 --criterion cross_entropy --max-update "$UPDATES" "${COMMON[@]}"
-evaluate lstm_lm --task language_modeling --sample-break-mode eos
+if [ "$RUN_LM" != 0 ]; then
+  echo "== lstm_lm (fairseq), one sentence per sample"
+  train lstm_lm --task language_modeling --sample-break-mode eos --arch lstm_lm \
+    --decoder-embed-dim "$EMBED" --decoder-hidden-size "$HIDDEN" --decoder-out-embed-dim "$HIDDEN" \
+    --decoder-layers 1 --criterion cross_entropy --max-update "$UPDATES" "${COMMON[@]}"
+  evaluate lstm_lm --task language_modeling --sample-break-mode eos
+fi
 
 for recipe in $RECIPES; do
   echo "== vrae_lstm, recipe $recipe"
@@ -94,11 +107,18 @@ for recipe in $RECIPES; do
     anneal-free-bits)  # linear annealing over half the updates + free bits, one stage (Kingma et al. 2016)
       train anneal-free-bits "${VAE[@]}" --kl-schedule linear --kl-warmup-updates $((UPDATES / 2)) \
         --free-bits "$FREE_BITS" --max-update "$UPDATES" "${COMMON[@]}" ;;
-    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits, anneal-free-bits)" >&2; exit 2 ;;
+    bn-vae)  # batch-normalised posterior means, fixed scale gamma, beta = 1 throughout (Zhu et al. 2020)
+      train bn-vae "${VAE[@]}" --posterior-bn-gamma "$BN_GAMMA" --kl-schedule constant \
+        --max-update "$UPDATES" "${COMMON[@]}" ;;
+    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits, anneal-free-bits, bn-vae)" >&2; exit 2 ;;
   esac
   evaluate "$recipe" --user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --iw-samples "$IW_SAMPLES"
 done
 
-"$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" lstm_lm $RECIPES \
+MODELS=()
+for name in lstm_lm $RECIPES; do
+  if [ -f "$OUT/$name/evaluated" ]; then MODELS+=("$name"); fi
+done
+"$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" "${MODELS[@]}" \
   --caption "test split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; embedding $EMBED, hidden $HIDDEN, latent $LATENT; IW-PPL from $IW_SAMPLES samples" \
   | tee "$OUT/results.md"

@@ -58,6 +58,7 @@ ARCH_OPTIONS = [
     {"encoder_bidirectional": True, "encoder_layers": 2, "decoder_layers": 2},
     {"encoder_cell": "gru", "decoder_cell": "gru", "encoder_bidirectional": True},
     {"decoder_latent_input": True, "tie_output_embeddings": True, "share_embeddings": True},
+    {"posterior_bn_gamma": 0.6, "decoder_latent_input": True},
 ]
 
 
@@ -250,3 +251,42 @@ def test_with_every_dimension_under_the_floor_the_encoder_learns_from_reconstruc
         assert torch.allclose(grad, reconstruction_only[name], atol=1e-7), name
     assert floored["latent.posterior.weight"].abs().sum() > 0  # reconstruction reaches it
     assert not torch.allclose(floored["latent.posterior.weight"], with_kl["latent.posterior.weight"])
+
+
+def test_bn_vae_keeps_the_batch_kl_above_the_bound_its_gamma_sets():
+    dictionary = make_dictionary()
+    gamma, dim = 0.6, 5
+    model = build(dictionary, posterior_bn_gamma=gamma).train()
+    batch = make_batch(dictionary, [3, 9, 4, 6, 5, 8, 7, 4], seed=7)
+    src = batch["net_input"]["src_tokens"]
+    with torch.no_grad():
+        raw_mu = model.encoder.latent.posterior(model.encoder.summarize(src, None)).chunk(2, dim=-1)[0]
+        out = model.encoder(src, sample_posterior=False)
+    mu, logvar = out["mu"].double(), out["logvar"].double()
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+    # Zhu et al. (2020): E[KL] >= sum_d gamma^2 / 2, scaled by BatchNorm's v / (v + eps)
+    variance = raw_mu.double().var(0, unbiased=False)
+    bound = (0.5 * gamma**2 * variance / (variance + 1e-5)).sum()
+    assert float(kl) >= float(bound) - 1e-6
+    assert float(bound) > 0.95 * 0.5 * gamma**2 * dim
+    # over the batch each dimension of mu has the fixed scale as its spread
+    expected_std = gamma * torch.sqrt(variance / (variance + 1e-5))
+    assert torch.allclose(mu.std(0, unbiased=False), expected_std, rtol=1e-4)
+
+
+def test_bn_vae_uses_running_statistics_for_evaluation_and_single_sentences():
+    dictionary = make_dictionary()
+    model = build(dictionary, posterior_bn_gamma=0.6).train()
+    for seed in range(5):  # a few training batches move the running statistics
+        model.encoder(make_batch(dictionary, [4, 6, 5, 7], seed=seed)["net_input"]["src_tokens"])
+    norm = model.encoder.latent.mu_norm
+    assert not torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+    batch = make_batch(dictionary, [4, 9, 6])
+    model.eval()
+    with torch.no_grad():
+        together = model.encoder(batch["net_input"]["src_tokens"], sample_posterior=False)["mu"]
+        alone = model.encoder(batch["net_input"]["src_tokens"][1:2, :9], sample_posterior=False)["mu"]
+    assert torch.allclose(alone[0], together[1], atol=1e-6)
+    model.train()  # a training batch of one sentence cannot be normalised by itself
+    single = model.encoder(batch["net_input"]["src_tokens"][1:2, :9], sample_posterior=False)["mu"]
+    assert torch.isfinite(single).all()

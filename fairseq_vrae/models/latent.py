@@ -18,6 +18,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..vae_math import LOGVAR_MIN, clamp_logvar, reparameterize, seeded_normal
@@ -69,6 +70,31 @@ class ConditionalGaussianPrior(nn.Module):
         return mu.float() + torch.exp(0.5 * logvar.float()) * noise
 
 
+class PosteriorMeanBatchNorm(nn.Module):
+    """BN-VAE (Zhu et al. 2020): the posterior means of a batch, normalised per
+    dimension, scaled by a fixed ``gamma`` and shifted by a learned ``shift``.
+
+    Over the batch each dimension of mu then has variance gamma^2 (times v / (v + eps)
+    of BatchNorm), so the batch-mean KL to N(0, I) is at least D gamma^2 / 2 whatever
+    the variances: the posterior cannot collapse.  Running statistics serve evaluation
+    and generation; a training batch of one sentence uses them too.
+    """
+
+    def __init__(self, latent_dim: int, gamma: float, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.gamma, self.momentum, self.eps = gamma, momentum, eps
+        self.shift = nn.Parameter(torch.zeros(latent_dim))
+        self.register_buffer("running_mean", torch.zeros(latent_dim))
+        self.register_buffer("running_var", torch.ones(latent_dim))
+
+    def forward(self, mu: Tensor) -> Tensor:
+        normalised = F.batch_norm(
+            mu.float(), self.running_mean, self.running_var,
+            training=self.training and mu.size(0) > 1, momentum=self.momentum, eps=self.eps,
+        )
+        return (self.gamma * normalised + self.shift.float()).to(mu.dtype)
+
+
 class LatentLayer(nn.Module):
     """Gaussian posterior head + prior + the update clock of the KL schedule.
 
@@ -80,11 +106,14 @@ class LatentLayer(nn.Module):
     schedule's clock here.
     """
 
-    def __init__(self, input_dim: int, latent_dim: int, prior: Optional[nn.Module] = None):
+    def __init__(
+        self, input_dim: int, latent_dim: int, prior: Optional[nn.Module] = None, posterior_bn_gamma: float = 0.0
+    ):
         super().__init__()
         self.latent_dim = latent_dim
         self.posterior = nn.Linear(input_dim, 2 * latent_dim)
         self.prior = prior if prior is not None else StandardNormalPrior(latent_dim)
+        self.mu_norm = PosteriorMeanBatchNorm(latent_dim, posterior_bn_gamma) if posterior_bn_gamma > 0 else None
         self.num_updates = 0
         # length of a schedule that spans the run (cyclical), fixed when training starts
         # and saved with the model, so a resume continues the same schedule
@@ -99,6 +128,8 @@ class LatentLayer(nn.Module):
 
     def forward(self, summary: Tensor, sample: bool = True, condition: Optional[Tensor] = None) -> Dict[str, Tensor]:
         mu, logvar = self.posterior(summary).chunk(2, dim=-1)
+        if self.mu_norm is not None:
+            mu = self.mu_norm(mu)
         logvar = clamp_logvar(logvar)
         z = reparameterize(mu, logvar) if sample else mu
         return self._contract(z, mu, logvar, condition)

@@ -28,6 +28,12 @@ class VRAEConfig(FairseqDataclass):
         default=False, metadata={"help": "read the sentence in both directions"}
     )
     latent_dim: int = field(default=32, metadata={"help": "size of the latent code z"})
+    posterior_bn_gamma: float = field(
+        default=0.0,
+        metadata={"help": "BN-VAE (Zhu et al. 2020): batch-normalise the posterior means "
+                  "with this fixed scale (and a learned shift), which keeps the KL above "
+                  "latent_dim * gamma^2 / 2 per sentence; 0 = off (0.6 in the paper)"},
+    )
     decoder_cell: RNN_CELL_CHOICES = field(default="lstm", metadata={"help": "decoder RNN cell"})
     decoder_hidden_size: int = field(default=256, metadata={"help": "decoder hidden size"})
     decoder_layers: int = field(default=1, metadata={"help": "decoder RNN layers"})
@@ -96,6 +102,7 @@ class VRAEModel(FairseqEncoderDecoderModel):
             latent_dim=cfg.latent_dim,
             dropout_in=dropout_in,
             dropout_out=dropout_out,
+            posterior_bn_gamma=cfg.posterior_bn_gamma,
         )
         decoder = VRAEDecoder(
             target_dictionary,

@@ -36,6 +36,7 @@ class VRAEEncoder(FairseqEncoder):
         latent_dim: int = 32,
         dropout_in: float = 0.0,
         dropout_out: float = 0.0,
+        posterior_bn_gamma: float = 0.0,
     ):
         super().__init__(dictionary)
         self.padding_idx = dictionary.pad()
@@ -52,7 +53,7 @@ class VRAEEncoder(FairseqEncoder):
             dropout=dropout_out if num_layers > 1 else 0.0,
         )
         self.latent_dim = latent_dim
-        self.latent = LatentLayer(hidden_size * self.num_directions, latent_dim)
+        self.latent = LatentLayer(hidden_size * self.num_directions, latent_dim, posterior_bn_gamma=posterior_bn_gamma)
 
     def summarize(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
         """Final hidden state of the top layer, ``(batch, directions * hidden)``."""
