@@ -290,3 +290,21 @@ def test_bn_vae_uses_running_statistics_for_evaluation_and_single_sentences():
     model.train()  # a training batch of one sentence cannot be normalised by itself
     single = model.encoder(batch["net_input"]["src_tokens"][1:2, :9], sample_posterior=False)["mu"]
     assert torch.isfinite(single).all()
+
+
+@pytest.mark.parametrize("recipe, update, beta", [("anneal-free-bits", 500, 0.5), ("bowman", 1000, 0.5), ("cyclical", 125, 0.5)])
+def test_a_named_recipe_scales_its_schedule_to_the_run(recipe, update, beta):
+    dictionary = make_dictionary()
+    model = build(dictionary).train()
+    cfg = VRAEELBOConfig(vae_recipe=recipe, max_update=3000 if recipe == "bowman" else 2000, word_dropout=0.9, free_bits=3.0)
+    criterion = VRAEELBOCriterion(cfg, TinyTask(dictionary))
+    model.set_num_updates(update)
+    _, _, log = criterion(model, make_batch(dictionary, [5, 6]))
+    assert log["kl_weight"] == pytest.approx(beta * 2, abs=1e-6)  # summed over 2 sentences
+    expected = {"anneal-free-bits": (0.0, 0.25), "bowman": (0.25, 0.0), "cyclical": (0.0, 0.0)}[recipe]
+    assert (criterion.cfg.word_dropout, criterion.cfg.free_bits) == expected  # the flags it replaced
+
+
+def test_a_recipe_needs_the_length_of_the_run():
+    with pytest.raises(ValueError, match="give --max-update"):
+        VRAEELBOCriterion(VRAEELBOConfig(vae_recipe="anneal-free-bits", max_update=0), TinyTask(make_dictionary()))

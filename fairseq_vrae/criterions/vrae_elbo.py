@@ -6,6 +6,7 @@ the decoder's own dictionary, and validation can add the importance-weighted bou
 the mutual information and the active units.
 """
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -17,15 +18,17 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import utils as distributed_utils
-from omegaconf import II
+from omegaconf import II, OmegaConf, open_dict
 
 from ..evaluation import ActiveUnitsMeter, MutualInformationMeter, importance_weighted_evaluation
 from ..models.latent import find_latent_layer
 from ..vae_math import free_bits_kl, gaussian_kl, kl_weight
+from .recipes import RECIPES, recipe_settings
 
 logger = logging.getLogger(__name__)
 
 KL_SCHEDULES = ChoiceEnum(["logistic", "linear", "cyclical", "constant"])
+VAE_RECIPES = ChoiceEnum(["none", *RECIPES])
 
 
 @dataclass
@@ -51,6 +54,12 @@ class LatentEvaluationConfig(FairseqDataclass):
 
 @dataclass
 class VRAEELBOConfig(LatentEvaluationConfig):
+    vae_recipe: VAE_RECIPES = field(
+        default="none",
+        metadata={"help": "set the KL schedule, word dropout and free bits to a named recipe "
+                  "scaled to --max-update (anneal-free-bits, bowman, cyclical); replaces "
+                  "values given for those flags"},
+    )
     kl_schedule: KL_SCHEDULES = field(
         default="logistic",
         metadata={"help": "how the KL weight beta rises with the update count"},
@@ -126,6 +135,12 @@ class VRAEELBOCriterion(FairseqCriterion):
             raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
         if cfg.iw_chunk_tokens < 1:
             raise ValueError(f"--iw-chunk-tokens must be >= 1, got {cfg.iw_chunk_tokens}")
+        if cfg.vae_recipe not in (None, "none"):
+            settings = recipe_settings(str(cfg.vae_recipe), cfg.max_update)
+            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+                for name, value in settings.items():
+                    setattr(cfg, name, value)
+            logger.info(f"--vae-recipe {cfg.vae_recipe}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         self.cfg = cfg
         self._schedule_length = None  # resolved from the model at the first training step
         total = cfg.kl_total_updates or (cfg.max_update or 0)
