@@ -1,1 +1,1 @@
-from . import vrae  # noqa: F401
+from . import vrae, vrae_transformer  # noqa: F401

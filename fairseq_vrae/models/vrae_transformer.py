@@ -1,0 +1,205 @@
+"""The ``vrae_transformer`` model: fairseq's Transformer encoder -> pooled summary ->
+the shared latent layer -> fairseq's Transformer decoder conditioned on z.
+
+z reaches the decoder in one or both of the ways of Optimus (Li et al. 2020):
+``embedding`` adds a projection of z to every input embedding; ``memory`` makes a
+projection of z an extra position that every layer's self-attention can attend to
+(fairseq's ``cross_self_attention`` with the memory as the "encoder output", so the
+memory's keys and values live in the incremental state and follow beam reordering).
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqEncoder, register_model, register_model_architecture
+from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
+from fairseq.utils import safe_getattr, safe_hasattr
+from torch import Tensor
+
+from .latent import LatentLayer, reorder_latent
+from .vrae import VRAEModel
+
+LATENT_INJECTIONS = ChoiceEnum(["embedding", "memory", "both"])
+
+
+@dataclass
+class VRAETransformerConfig(FairseqDataclass):
+    embed_dim: int = field(default=256, metadata={"help": "embedding and model size of both networks"})
+    ffn_embed_dim: int = field(default=1024, metadata={"help": "feed-forward size"})
+    attention_heads: int = field(default=4, metadata={"help": "attention heads"})
+    encoder_layers: int = field(default=2, metadata={"help": "encoder layers"})
+    decoder_layers: int = field(default=2, metadata={"help": "decoder layers"})
+    normalize_before: bool = field(default=False, metadata={"help": "pre-norm layers (as --decoder-normalize-before)"})
+    latent_dim: int = field(default=32, metadata={"help": "size of the latent code z"})
+    latent_injection: LATENT_INJECTIONS = field(
+        default="both", metadata={"help": "how z reaches the decoder: added to the input embeddings, "
+                                  "as a self-attention memory position, or both"}
+    )
+    posterior_bn_gamma: float = field(
+        default=0.0, metadata={"help": "BN-VAE scale of the posterior means (see vrae_lstm); 0 = off"}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "dropout"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    share_embeddings: bool = field(default=False, metadata={"help": "encoder and decoder share one word embedding"})
+    share_decoder_input_output_embed: bool = field(
+        default=True, metadata={"help": "decoder output layer reuses its input embedding (as transformer_lm)"}
+    )
+    max_positions: int = field(default=512, metadata={"help": "longest sentence either network reads"})
+
+
+def transformer_config(cfg) -> TransformerConfig:
+    """fairseq's TransformerConfig for both networks from this model's options."""
+    tcfg = TransformerConfig()
+    for side in (tcfg.encoder, tcfg.decoder):
+        side.embed_dim = cfg.embed_dim
+        side.ffn_embed_dim = cfg.ffn_embed_dim
+        side.attention_heads = cfg.attention_heads
+        side.normalize_before = cfg.normalize_before
+    tcfg.encoder.layers, tcfg.decoder.layers = cfg.encoder_layers, cfg.decoder_layers
+    tcfg.decoder.input_dim = tcfg.decoder.output_dim = cfg.embed_dim
+    tcfg.dropout, tcfg.attention_dropout = cfg.dropout, cfg.attention_dropout
+    tcfg.activation_dropout = cfg.activation_dropout
+    tcfg.max_source_positions = tcfg.max_target_positions = cfg.max_positions
+    tcfg.share_decoder_input_output_embed = cfg.share_decoder_input_output_embed
+    tcfg.cross_self_attention = cfg.latent_injection in ("memory", "both")
+    return tcfg
+
+
+class LatentShiftedEmbedding(nn.Embedding):
+    """A word embedding that adds a per-sentence vector (the projection of z) to every
+    position; the decoder sets ``shift`` before each call."""
+
+    shift: Optional[Tensor] = None
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        embedded = super().forward(tokens)
+        if self.shift is not None:
+            embedded = embedded + self.shift.to(embedded.dtype).unsqueeze(1)
+        return embedded
+
+
+class VRAETransformerEncoder(FairseqEncoder):
+    """fairseq's TransformerEncoder, mean-pooled over the non-pad positions, into the
+    latent layer; returns the latent output contract (see :mod:`.latent`)."""
+
+    def __init__(self, tcfg: TransformerConfig, dictionary, embed_tokens: nn.Embedding, latent_dim: int,
+                 posterior_bn_gamma: float = 0.0):
+        super().__init__(dictionary)
+        self.embed_tokens = embed_tokens
+        self.transformer = TransformerEncoderBase(tcfg, dictionary, embed_tokens)
+        freeze_fused_kernel_copies(self.transformer)
+        self.latent_dim = latent_dim
+        self.latent = LatentLayer(tcfg.encoder.embed_dim, latent_dim, posterior_bn_gamma=posterior_bn_gamma)
+
+    def summarize(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None) -> Tensor:
+        out = self.transformer(src_tokens, src_lengths=src_lengths)
+        states = out["encoder_out"][0].transpose(0, 1)  # B x T x C
+        keep = src_tokens.ne(self.dictionary.pad()).unsqueeze(-1).to(states.dtype)
+        return (states * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+    def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None, latent: Optional[Tensor] = None,
+                sample_posterior: bool = True, **unused) -> Dict[str, Tensor]:
+        if latent is not None:
+            return self.latent.given(latent)
+        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior)
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor):
+        return reorder_latent(encoder_out, new_order)
+
+    def max_positions(self) -> int:
+        return self.transformer.max_positions()
+
+
+class VRAETransformerDecoder(TransformerDecoderBase):
+    """fairseq's TransformerDecoder without cross-attention, conditioned on ``encoder_out["z"]``."""
+
+    def __init__(self, tcfg: TransformerConfig, dictionary, embed_tokens: LatentShiftedEmbedding,
+                 latent_dim: int, injection: str):
+        super().__init__(tcfg, dictionary, embed_tokens, no_encoder_attn=True)
+        self.injection = injection
+        dim = tcfg.decoder.embed_dim
+        self.latent_to_embedding = nn.Linear(latent_dim, dim) if injection in ("embedding", "both") else None
+        self.latent_to_memory = nn.Linear(latent_dim, dim) if injection in ("memory", "both") else None
+
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        if encoder_out is None or "z" not in encoder_out:
+            raise ValueError("the vrae_transformer decoder needs a latent code (encoder_out['z'])")
+        z = encoder_out["z"]
+        memory = {"encoder_out": [], "encoder_padding_mask": []}
+        if self.latent_to_memory is not None:
+            memory["encoder_out"] = [self.latent_to_memory(z).unsqueeze(0)]  # 1 x B x C
+        self.embed_tokens.shift = None if self.latent_to_embedding is None else self.latent_to_embedding(z)
+        try:
+            return super().forward(prev_output_tokens, encoder_out=memory, incremental_state=incremental_state, **kwargs)
+        finally:
+            self.embed_tokens.shift = None
+
+
+FUSED_KERNEL_COPIES = ("in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias",
+                       "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
+
+
+def freeze_fused_kernel_copies(encoder: TransformerEncoderBase) -> None:
+    """fairseq 0.12.2's encoder layers keep copies of their weights for torch's fused
+    inference kernel, which training never uses (and which compat keeps off); frozen,
+    they take no gradient, so DDP needs no --find-unused-parameters."""
+    for layer in encoder.layers:
+        for name in FUSED_KERNEL_COPIES:
+            parameter = getattr(layer, name, None)
+            if isinstance(parameter, nn.Parameter):
+                parameter.requires_grad_(False)
+
+
+@register_model("vrae_transformer", dataclass=VRAETransformerConfig)
+class VRAETransformerModel(VRAEModel):
+    """Sentence VAE with Transformer networks; the latent machinery, forward, hub
+    interface and checkpoint checks are those of :class:`VRAEModel`."""
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        vrae_transformer(cfg)
+        source_dictionary, target_dictionary = task.source_dictionary, task.target_dictionary
+        if cfg.share_embeddings and source_dictionary.symbols != target_dictionary.symbols:
+            raise ValueError("--share-embeddings needs one dictionary for both sides (fairseq-preprocess --joined-dictionary)")
+        tcfg = transformer_config(cfg)
+        encoder_embed = LatentShiftedEmbedding(len(source_dictionary), cfg.embed_dim, padding_idx=source_dictionary.pad())
+        if cfg.share_embeddings:
+            decoder_embed = encoder_embed
+        else:
+            decoder_embed = LatentShiftedEmbedding(len(target_dictionary), cfg.embed_dim, padding_idx=target_dictionary.pad())
+        for embedding in {id(encoder_embed): encoder_embed, id(decoder_embed): decoder_embed}.values():
+            nn.init.normal_(embedding.weight, mean=0, std=cfg.embed_dim**-0.5)
+            nn.init.constant_(embedding.weight[embedding.padding_idx], 0)
+        encoder = VRAETransformerEncoder(tcfg, source_dictionary, encoder_embed, cfg.latent_dim, cfg.posterior_bn_gamma)
+        decoder = VRAETransformerDecoder(tcfg, target_dictionary, decoder_embed, cfg.latent_dim, str(cfg.latent_injection))
+        return cls(encoder, decoder)
+
+    def max_positions(self):
+        return (self.encoder.max_positions(), self.decoder.max_positions())
+
+
+# Architectures only fill in defaults.  ``--arch vrae_transformer`` is the model's own
+# name (registered by fairseq with the dataclass): the small CPU size below.
+
+
+def vrae_transformer(cfg):
+    """A small size for CPUs: 2 + 2 layers of 256 with 4 heads, FFN 1024, 32-d z."""
+    defaults = VRAETransformerConfig()
+    for name in VRAETransformerConfig.__dataclass_fields__:
+        if not safe_hasattr(cfg, name) or safe_getattr(cfg, name) is None:
+            setattr(cfg, name, getattr(defaults, name))
+
+
+@register_model_architecture("vrae_transformer", "vrae_transformer_big")
+def vrae_transformer_big(cfg):
+    """transformer_lm-base-like networks: 6 + 6 layers of 512 with 8 heads, FFN 2048."""
+    cfg.embed_dim = safe_getattr(cfg, "embed_dim", 512)
+    cfg.ffn_embed_dim = safe_getattr(cfg, "ffn_embed_dim", 2048)
+    cfg.attention_heads = safe_getattr(cfg, "attention_heads", 8)
+    cfg.encoder_layers = safe_getattr(cfg, "encoder_layers", 6)
+    cfg.decoder_layers = safe_getattr(cfg, "decoder_layers", 6)
+    vrae_transformer(cfg)
