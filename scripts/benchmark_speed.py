@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Training speed and memory of ``vrae_lstm`` against fairseq's ``lstm_lm``, and the speed
-of sampling sentences from the prior.  A benchmark, not a test: it prints figures.
+"""Training speed and memory of ``vrae_lstm`` against fairseq's ``lstm_lm`` (or, with
+``--family transformer``, ``vrae_transformer`` against ``transformer_lm`` with the same
+decoder), and the speed of sampling sentences from the prior.  A benchmark, not a
+test: it prints figures.
 
 Both models get the same embedding and hidden sizes, the same binarized data (Penn
 Treebank from ../shared/data/ptb when it is there, else the bundled demo corpus), the
@@ -12,6 +14,7 @@ in fp32 and fp16.  Prior sampling decodes z ~ N(0, I) greedily (beam 1) in batch
 
     python scripts/benchmark_speed.py                      # CPU, and the GPU if present
     python scripts/benchmark_speed.py --devices cuda --windows 10 --steps 20
+    python scripts/benchmark_speed.py --family transformer
 """
 
 import argparse
@@ -46,6 +49,10 @@ def binarized_data(workdir: str) -> Tuple[str, str]:
     return destdir, name
 
 
+#: --family -> (fairseq's language model, the VAE with the same decoder)
+PAIRS = {"lstm": ("lstm_lm", "vrae_lstm"), "transformer": ("transformer_lm", "vrae_transformer")}
+
+
 def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[str]:
     common = [
         data, "--optimizer", "adam", "--lr", "0.001", "--clip-norm", "5",
@@ -64,6 +71,22 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
             "--decoder-embed-dim", str(args.embed_dim), "--decoder-hidden-size", str(args.hidden_size),
             "--decoder-out-embed-dim", str(args.hidden_size), "--decoder-layers", "1",
             "--criterion", "cross_entropy",
+        ]
+    if kind == "transformer_lm":
+        return common + [
+            "--task", "language_modeling", "--sample-break-mode", "eos", "--arch", "transformer_lm",
+            "--decoder-embed-dim", str(args.embed_dim), "--decoder-ffn-embed-dim", str(4 * args.embed_dim),
+            "--decoder-layers", str(args.layers), "--decoder-attention-heads", str(args.heads),
+            "--share-decoder-input-output-embed", "--tokens-per-sample", "512", "--criterion", "cross_entropy",
+        ]
+    if kind == "vrae_transformer":
+        return common + [
+            "--user-dir", os.path.join(REPO_ROOT, "fairseq_vrae"), "--task", "vrae_lm",
+            "--arch", "vrae_transformer", "--criterion", "vrae_elbo",
+            "--embed-dim", str(args.embed_dim), "--ffn-embed-dim", str(4 * args.embed_dim),
+            "--encoder-layers", str(args.layers), "--decoder-layers", str(args.layers),
+            "--attention-heads", str(args.heads), "--latent-dim", str(args.latent_dim),
+            "--kl-schedule", "logistic", "--word-dropout", "0.25",
         ]
     return common + [
         "--user-dir", os.path.join(REPO_ROOT, "fairseq_vrae"), "--task", "vrae_lm",
@@ -124,7 +147,8 @@ class Runner:
 def measure_pair(data: str, args, device: str, precision: str) -> Dict[str, dict]:
     import torch
 
-    runners = {kind: Runner(model_argv(kind, data, args, device, precision)) for kind in ("lstm_lm", "vrae_lstm")}
+    lm_kind, vae_kind = PAIRS[args.family]
+    runners = {kind: Runner(model_argv(kind, data, args, device, precision)) for kind in (lm_kind, vae_kind)}
     results = {kind: {"speeds": [], "peak_mib": 0.0} for kind in runners}
     for runner in runners.values():
         runner.steps(args.warmup)
@@ -140,7 +164,7 @@ def measure_pair(data: str, args, device: str, precision: str) -> Dict[str, dict
     if device == "cpu":
         for kind in runners:
             results[kind]["peak_mib"] = cpu_peak_memory(kind, data, args, precision)
-    results["vrae_lstm"]["sampling"] = prior_sampling_speed(runners["vrae_lstm"], args)
+    results[vae_kind]["sampling"] = prior_sampling_speed(runners[vae_kind], args)
     return results
 
 
@@ -150,7 +174,8 @@ def cpu_peak_memory(kind: str, data: str, args, precision: str) -> Optional[floa
     command = [sys.executable, os.path.abspath(__file__), "--memory-child", kind, "--data", data,
                "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size),
                "--latent-dim", str(args.latent_dim), "--max-tokens", str(args.max_tokens),
-               "--steps", str(args.steps), "--precision", precision]
+               "--steps", str(args.steps), "--precision", precision, "--layers", str(args.layers),
+               "--heads", str(args.heads)]
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("MEMORY "):
@@ -227,7 +252,10 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", default="auto", help="cpu, cuda or both (comma separated); auto = cpu and cuda if present")
     parser.add_argument("--precisions", default="fp32,fp16", help="on a GPU; the CPU runs fp32")
     parser.add_argument("--embed-dim", type=int, default=256)
-    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--hidden-size", type=int, default=256, help="LSTM family")
+    parser.add_argument("--family", choices=sorted(PAIRS), default="lstm", help="network family of the pair")
+    parser.add_argument("--layers", type=int, default=2, help="transformer family: layers of each network")
+    parser.add_argument("--heads", type=int, default=4, help="transformer family: attention heads (FFN = 4 x embedding)")
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per model")
@@ -260,24 +288,28 @@ def main(argv=None) -> int:
     hardware = {"cpu": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"}
     if torch.cuda.is_available():
         hardware["cuda"] = torch.cuda.get_device_name(0)
-    print(f"data: {data_name}; embedding {args.embed_dim}, hidden {args.hidden_size}, latent {args.latent_dim}, "
+    sizes = f"hidden {args.hidden_size}" if args.family == "lstm" else f"{args.layers} layers, {args.heads} heads, FFN {4 * args.embed_dim}"
+    print(f"{' vs '.join(PAIRS[args.family])}; data: {data_name}; embedding {args.embed_dim}, {sizes}, latent {args.latent_dim}, "
           f"--max-tokens {args.max_tokens}; {args.warmup} warm-up steps, {args.windows} windows of {args.steps} steps")
 
     rows, report = [], []
     for device in devices:
         for precision in (["fp32"] if device == "cpu" else args.precisions.split(",")):
             results = measure_pair(data, args, device, precision)
-            lm, vae = results["lstm_lm"], results["vrae_lstm"]
+            lm_kind, vae_kind = PAIRS[args.family]
+            lm, vae = results[lm_kind], results[vae_kind]
             lm_speed, vae_speed = statistics.median(lm["speeds"]), statistics.median(vae["speeds"])
             report.append({"device": device, "hardware": hardware[device], "precision": precision,
-                           "lstm_lm": lm, "vrae_lstm": vae})
+                           lm_kind: lm, vae_kind: vae})
             rows.append((device, precision, lm_speed, vae_speed, lm["peak_mib"], vae["peak_mib"], vae["sampling"]))
 
     def mib(value):
         return "–" if value is None else f"{value:,.0f}"
 
     print()
-    print("| device | precision | lstm_lm tokens/s | vrae_lstm tokens/s | VAE / LM | lstm_lm step memory MiB | vrae_lstm step memory MiB | prior samples/s (greedy, batch %d) |" % args.sample_batch)
+    lm_kind, vae_kind = PAIRS[args.family]
+    print(f"| device | precision | {lm_kind} tokens/s | {vae_kind} tokens/s | VAE / LM | {lm_kind} step memory MiB | "
+          f"{vae_kind} step memory MiB | prior samples/s (greedy, batch {args.sample_batch}) |")
     print("|---|---|---|---|---|---|---|---|")
     for device, precision, lm_speed, vae_speed, lm_mem, vae_mem, sampling in rows:
         print(f"| {device} ({hardware[device]}) | {precision} | {lm_speed:,.0f} | {vae_speed:,.0f} | "
@@ -285,7 +317,7 @@ def main(argv=None) -> int:
               f"{sampling['sentences_per_s']:,.0f} ({sampling['mean_words']:.1f} words) |")
     gpu_rows = {precision: vae for device, precision, _, vae, _, _, _ in rows if device == "cuda"}
     if "fp32" in gpu_rows and "fp16" in gpu_rows:
-        print(f"\nGPU vrae_lstm fp16 / fp32 tokens/s: {gpu_rows['fp16'] / gpu_rows['fp32']:.2f}")
+        print(f"\nGPU {vae_kind} fp16 / fp32 tokens/s: {gpu_rows['fp16'] / gpu_rows['fp32']:.2f}")
     print("\nTokens/s: median over the timed windows of target tokens (</s> included) per second of "
           "fairseq Trainer.train_step. Step memory: on CUDA the peak allocated during the timed "
           "windows; on CPU the peak resident memory the training steps add to the loaded model, "

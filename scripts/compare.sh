@@ -9,7 +9,11 @@
 # small (default): a budget for 2 CPU cores, about 18 minutes on Penn Treebank;
 # full: the budget for a GPU.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
-# COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave lstm_lm out).
+# COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
+# FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
+# vrae_transformer with the same decoder, LAYERS layers of EMBED with HEADS heads and
+# an FFN of 4 x EMBED, both with an inverse-square-root schedule warmed up over a
+# tenth of the updates).
 #
 # Runs resume: a model whose training finished is not trained again (an interrupted
 # one continues from its checkpoint_last.pt), and one already evaluated is not
@@ -34,7 +38,7 @@ EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
 FREE_BITS="${FREE_BITS:-0.25}"; BN_GAMMA="${BN_GAMMA:-0.6}"; SEED="${SEED:-1}"
 RECIPES="${RECIPES-bowman cyclical free-bits anneal-free-bits bn-vae}"
-RUN_LM="${RUN_LM:-1}"
+RUN_LM="${RUN_LM:-1}"; FAMILY="${FAMILY:-lstm}"; LAYERS="${LAYERS:-2}"; HEADS="${HEADS:-4}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 DEVICE=()
@@ -47,9 +51,26 @@ echo "compare: $BIN, budget $BUDGET ($UPDATES updates, $IW_SAMPLES importance sa
 COMMON=(--optimizer adam --lr "$LR" --clip-norm 5 --max-tokens "$MAX_TOKENS" --dropout "$DROPOUT"
   --seed "$SEED" --num-workers 0 --log-format json --log-interval 25 --disable-validation
   --no-epoch-checkpoints "${DEVICE[@]}" "${EXTRA[@]}")
-VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_lstm --criterion vrae_elbo
-  --embed-dim "$EMBED" --encoder-hidden-size "$HIDDEN" --decoder-hidden-size "$HIDDEN"
-  --latent-dim "$LATENT" --decoder-latent-input)
+case "$FAMILY" in
+  lstm)
+    LM_NAME=lstm_lm; VAE_ARCH=vrae_lstm; SIZES="embedding $EMBED, hidden $HIDDEN, latent $LATENT"
+    LM=(--arch lstm_lm --decoder-embed-dim "$EMBED" --decoder-hidden-size "$HIDDEN"
+      --decoder-out-embed-dim "$HIDDEN" --decoder-layers 1)
+    VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_lstm --criterion vrae_elbo
+      --embed-dim "$EMBED" --encoder-hidden-size "$HIDDEN" --decoder-hidden-size "$HIDDEN"
+      --latent-dim "$LATENT" --decoder-latent-input) ;;
+  transformer)
+    LM_NAME=transformer_lm; VAE_ARCH=vrae_transformer
+    SIZES="$LAYERS layers of $EMBED, $HEADS heads, FFN $((4 * EMBED)), latent $LATENT"
+    COMMON+=(--lr-scheduler inverse_sqrt --warmup-updates $((UPDATES / 10 + 1)) --warmup-init-lr 1e-07)
+    LM=(--arch transformer_lm --decoder-embed-dim "$EMBED" --decoder-ffn-embed-dim $((4 * EMBED))
+      --decoder-layers "$LAYERS" --decoder-attention-heads "$HEADS" --share-decoder-input-output-embed
+      --tokens-per-sample 512)
+    VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_transformer --criterion vrae_elbo
+      --embed-dim "$EMBED" --ffn-embed-dim $((4 * EMBED)) --encoder-layers "$LAYERS"
+      --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT") ;;
+  *) echo "FAMILY must be lstm or transformer, got '$FAMILY'" >&2; exit 2 ;;
+esac
 steep() { "$PYTHON" -c "print(12 / $1)"; }
 
 # train NAME ARGS...: fairseq-train into $OUT/NAME, JSON log in train.log (appended
@@ -76,15 +97,14 @@ evaluate() {
 }
 
 if [ "$RUN_LM" != 0 ]; then
-  echo "== lstm_lm (fairseq), one sentence per sample"
-  train lstm_lm --task language_modeling --sample-break-mode eos --arch lstm_lm \
-    --decoder-embed-dim "$EMBED" --decoder-hidden-size "$HIDDEN" --decoder-out-embed-dim "$HIDDEN" \
-    --decoder-layers 1 --criterion cross_entropy --max-update "$UPDATES" "${COMMON[@]}"
-  evaluate lstm_lm --task language_modeling --sample-break-mode eos
+  echo "== $LM_NAME (fairseq), one sentence per sample"
+  train "$LM_NAME" --task language_modeling --sample-break-mode eos "${LM[@]}" \
+    --criterion cross_entropy --max-update "$UPDATES" "${COMMON[@]}"
+  evaluate "$LM_NAME" --task language_modeling --sample-break-mode eos
 fi
 
 for recipe in $RECIPES; do
-  echo "== vrae_lstm, recipe $recipe"
+  echo "== $VAE_ARCH, recipe $recipe"
   case "$recipe" in
     bowman)  # logistic KL annealing + word dropout (Bowman et al. 2016)
       train bowman "${VAE[@]}" --kl-schedule logistic --kl-logistic-midpoint $((UPDATES / 3)) \
@@ -116,9 +136,9 @@ for recipe in $RECIPES; do
 done
 
 MODELS=()
-for name in lstm_lm $RECIPES; do
+for name in "$LM_NAME" $RECIPES; do
   if [ -f "$OUT/$name/evaluated" ]; then MODELS+=("$name"); fi
 done
-"$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" "${MODELS[@]}" \
-  --caption "test split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; embedding $EMBED, hidden $HIDDEN, latent $LATENT; IW-PPL from $IW_SAMPLES samples" \
+"$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" "${MODELS[@]}" --vae-arch "$VAE_ARCH" \
+  --caption "test split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; $SIZES; IW-PPL from $IW_SAMPLES samples" \
   | tee "$OUT/results.md"

@@ -56,14 +56,14 @@ def wall_seconds(path: str) -> float:
         return sum(float(line) for line in handle if line.strip())
 
 
-def row(folder: str, name: str) -> List[str]:
+def row(folder: str, name: str, vae_arch: str = "vrae_lstm") -> List[str]:
     test = validate_metrics(os.path.join(folder, "test.log"))
     wps = train_tokens_per_second([os.path.join(folder, "pretrain.log"), os.path.join(folder, "train.log")])
     wall = wall_seconds(os.path.join(folder, "wall"))
     speed = f"{wps:,.0f}" if wps else "–"
     minutes = f"{wall / 60:.1f} min"
     if "iw_ppl" in test:  # a VAE: importance-weighted estimates
-        return [f"vrae_lstm ({name})", f"{test['iw_ppl']:.2f}", f"{test['iw_nll']:.2f}",
+        return [f"{vae_arch} ({name})", f"{test['iw_ppl']:.2f}", f"{test['iw_nll']:.2f}",
                 f"{test['elbo']:.2f}", f"{test['kl']:.2f}", f"{test['mi']:.2f}",
                 f"{int(test['au'])}", speed, minutes]
     # a language model: exact; fairseq-validate gives loss in bits per token and the
@@ -77,12 +77,13 @@ def main(argv=None) -> int:
     parser.add_argument("folder")
     parser.add_argument("models", nargs="+")
     parser.add_argument("--caption", default="")
+    parser.add_argument("--vae-arch", default="vrae_lstm", help="the VAE rows' architecture, for their labels")
     args = parser.parse_args(argv)
     header = ["model", "test PPL", "NLL/sentence", "−ELBO/sentence", "KL", "MI", "AU",
               "train tokens/s", "train wall time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in args.models:
-        lines.append("| " + " | ".join(row(os.path.join(args.folder, name), name)) + " |")
+        lines.append("| " + " | ".join(row(os.path.join(args.folder, name), name, args.vae_arch)) + " |")
     if args.caption:
         lines += ["", args.caption + ". PPL per token with </s>; NLL, −ELBO, KL and MI in nats per sentence; "
                   "the VAEs' PPL and NLL are importance-weighted estimates, the LM's are exact."]
