@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Quality and diversity of K translations per source, from ``fairseq-generate`` output.
+
+Reads the S-/T-/D- lines (H- lines where there is no D- line) of one or more
+``fairseq-generate`` outputs with K hypotheses per source (``--nbest K``, one per expert
+of fairseq's ``translation_moe``, or K latent samples), post-processes hypotheses and
+references alike (``--remove-bpe``, ``--detokenize LANG`` for output written without
+``--tokenizer``/``--bpe``) and scores everything with sacreBLEU the same way:
+
+* average BLEU: the mean over k of the corpus BLEU of the k-th hypotheses;
+* oracle BLEU: corpus BLEU of each source's hypothesis with the best sentence BLEU;
+* pairwise BLEU (Shen et al. 2019, as ``examples/translation_moe/score.py``): corpus
+  BLEU of every hypothesis against every other of the same source, all ordered pairs
+  pooled into one corpus (lower = more diverse); also the mean over ordered pairs
+  (k, l) of the corpus BLEU of set k against set l;
+* the share of sources whose K hypotheses are all the same.
+
+    python scripts/diversity.py gen.out --name transformer-nbest
+"""
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from typing import Dict, List, Optional, Tuple
+
+LINE = re.compile(r"^([STHD])-(\d+)\t(.*)$")
+
+
+def read_generate_output(paths: List[str]) -> Tuple[Dict[int, str], Dict[int, List[str]]]:
+    """(reference by source id, hypotheses by source id in output order)."""
+    references: Dict[int, str] = {}
+    detokenized: Dict[int, List[str]] = {}
+    raw: Dict[int, List[str]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                match = LINE.match(line.rstrip("\n"))
+                if not match:
+                    continue
+                kind, index, rest = match.group(1), int(match.group(2)), match.group(3)
+                if kind == "T":
+                    references[index] = rest
+                elif kind in "HD":  # score <TAB> text
+                    text = rest.split("\t", 1)[1] if "\t" in rest else ""
+                    (detokenized if kind == "D" else raw).setdefault(index, []).append(text)
+    hypotheses = detokenized or raw
+    if not hypotheses:
+        raise SystemExit(f"{', '.join(paths)}: no H- or D- lines (is this fairseq-generate output?)")
+    missing = sorted(set(hypotheses) - set(references))
+    if missing:
+        raise SystemExit(f"sources {missing[:5]} have hypotheses but no T- line: generate with references")
+    return references, hypotheses
+
+
+def postprocessor(remove_bpe: bool, detokenize: Optional[str]):
+    detokenizer = None
+    if detokenize:
+        from sacremoses import MosesDetokenizer
+
+        detokenizer = MosesDetokenizer(lang=detokenize)
+
+    def process(text: str) -> str:
+        if remove_bpe:
+            text = (text + " ").replace("@@ ", "").rstrip()
+        if detokenizer is not None:
+            text = detokenizer.detokenize(text.split())
+        return text
+
+    return process
+
+
+def diversity(references: List[str], hypotheses: List[List[str]], tokenize: str = "13a") -> Dict[str, float]:
+    """The metrics for ``hypotheses[i]`` (K strings) translating the source of ``references[i]``."""
+    from sacrebleu import corpus_bleu, sentence_bleu
+
+    count = {len(h) for h in hypotheses}
+    if len(count) != 1:
+        raise ValueError(f"every source needs the same number of hypotheses, found {sorted(count)}")
+    k = count.pop()
+    if k < 2:
+        raise ValueError("diversity needs at least 2 hypotheses per source (e.g. --nbest 5)")
+
+    def bleu(system: List[str], reference: List[str]) -> float:
+        return corpus_bleu(system, [reference], tokenize=tokenize).score
+
+    sets = [[h[j] for h in hypotheses] for j in range(k)]
+    best = [max(h, key=lambda text, r=r: sentence_bleu(text, [r], tokenize=tokenize).score)
+            for h, r in zip(hypotheses, references)]
+    pooled_system, pooled_reference = [], []
+    for h in hypotheses:
+        for a in range(k):
+            for b in range(k):
+                if a != b:
+                    pooled_reference.append(h[a])
+                    pooled_system.append(h[b])
+    return {
+        "sources": len(references),
+        "k": k,
+        "average_bleu": statistics.mean(bleu(s, references) for s in sets),
+        "oracle_bleu": bleu(best, references),
+        "pairwise_bleu": bleu(pooled_system, pooled_reference),
+        "pairwise_bleu_mean_of_pairs": statistics.mean(
+            bleu(sets[b], sets[a]) for a in range(k) for b in range(k) if a != b
+        ),
+        "all_identical": sum(len(set(h)) == 1 for h in hypotheses) / len(hypotheses),
+    }
+
+
+HEADER = ["system", "K", "average BLEU", "oracle BLEU", "pairwise BLEU", "pairwise BLEU (mean of pairs)", "all K identical"]
+
+
+def table_row(name: str, metrics: Dict[str, float]) -> str:
+    cells = [name, str(metrics["k"]), f"{metrics['average_bleu']:.2f}", f"{metrics['oracle_bleu']:.2f}",
+             f"{metrics['pairwise_bleu']:.2f}", f"{metrics['pairwise_bleu_mean_of_pairs']:.2f}",
+             f"{100 * metrics['all_identical']:.1f}%"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outputs", nargs="+", help="fairseq-generate output file(s)")
+    parser.add_argument("--name", default="system", help="the system's name in the table row")
+    parser.add_argument("--remove-bpe", action="store_true", help="strip '@@ ' (fastBPE/subword-nmt) first")
+    parser.add_argument("--detokenize", metavar="LANG", help="Moses-detokenise first, in this language")
+    parser.add_argument("--tokenize", default="13a", help="sacreBLEU tokenisation (none for tokenised text, as score.py)")
+    parser.add_argument("--header", action="store_true", help="print the table header first")
+    parser.add_argument("--json", help="also write the metrics here")
+    args = parser.parse_args(argv)
+    references, hypotheses = read_generate_output(args.outputs)
+    process = postprocessor(args.remove_bpe, args.detokenize)
+    ids = sorted(hypotheses)
+    metrics = diversity([process(references[i]) for i in ids], [[process(h) for h in hypotheses[i]] for i in ids], args.tokenize)
+    if args.header:
+        print("| " + " | ".join(HEADER) + " |")
+        print("|" + "---|" * len(HEADER))
+    print(table_row(args.name, metrics))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(metrics, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
