@@ -89,8 +89,9 @@ def binarize(prefixes: Dict[str, str], src: str, tgt: str, destdir: str, workers
 
 
 def generation_flags(args) -> str:
-    """The flags that make fairseq-generate/-interactive read and write plain text."""
-    flags = f"--tokenizer moses --moses-source-lang {args.src_lang} --moses-target-lang {args.tgt_lang}"
+    """The flags that make fairseq-generate/-interactive read and write plain text (the
+    Moses languages come from the translation task's -s/-t)."""
+    flags = "--tokenizer moses"
     if args.bpe == "fastbpe":
         flags += f" --bpe fastbpe --bpe-codes {os.path.join(args.destdir, 'bpecodes')}"
     return flags
@@ -103,6 +104,9 @@ def prepare(args: argparse.Namespace) -> Dict[str, PairCounts]:
         raise InputError("--src-lang and --tgt-lang must differ (they name the files)")
     if args.bpe == "fastbpe" and args.bpe_codes is None and args.bpe_merges <= 0:
         raise InputError("--bpe-merges must be positive")
+    existing = [f"dict.{lang}.txt" for lang in (args.src_lang, args.tgt_lang) if os.path.exists(os.path.join(args.destdir, f"dict.{lang}.txt"))]
+    if existing:
+        raise InputError(f"{args.destdir} already holds binarized data ({', '.join(existing)}); remove it or give another --destdir")
     os.makedirs(args.destdir, exist_ok=True)
     normalizers = (TextNormalizer(args.src_lang, args.lowercase), TextNormalizer(args.tgt_lang, args.lowercase))
 

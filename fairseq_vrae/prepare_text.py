@@ -157,6 +157,8 @@ def prepare(args: argparse.Namespace) -> Dict[str, LineCounts]:
         raise InputError("give --input FILE or --train FILE (with --valid/--test)")
     if args.bpe == "fastbpe" and args.bpe_codes is None and args.bpe_merges <= 0:
         raise InputError("--bpe-merges must be positive")
+    if os.path.exists(os.path.join(args.destdir, "dict.txt")) and not args.srcdict:
+        raise InputError(f"{args.destdir} already holds binarized data (dict.txt); remove it or give another --destdir")
     os.makedirs(args.destdir, exist_ok=True)
     normalizer = TextNormalizer(args.lang, args.lowercase)
 
@@ -213,7 +215,7 @@ def prepare(args: argparse.Namespace) -> Dict[str, LineCounts]:
 
 def generation_flags(args) -> str:
     """The flags that make fairseq-generate/-interactive read and write plain text."""
-    flags = f"--tokenizer moses --moses-source-lang {args.lang} --moses-target-lang {args.lang}"
+    flags = f"--tokenizer moses --source-lang {args.lang} --target-lang {args.lang}"
     if args.bpe == "fastbpe":
         flags += f" --bpe fastbpe --bpe-codes {os.path.join(args.destdir, 'bpecodes')}"
     return flags

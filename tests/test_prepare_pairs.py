@@ -85,6 +85,13 @@ def test_sides_of_different_lengths_are_refused(tmp_path, caplog):
     assert "has 24 lines but" in caplog.text and "has 23" in caplog.text and "train.de" in caplog.text
 
 
+def test_an_existing_destination_is_refused_with_a_message(tmp_path, caplog):
+    train = write_pair(tmp_path, "train", EN, DE)
+    assert prepare(tmp_path, "--trainpref", train, "--bpe", "none")[0] == 0
+    assert prepare(tmp_path, "--trainpref", train, "--bpe", "none")[0] == 2
+    assert "already holds binarized data (dict.en.txt, dict.de.txt)" in caplog.text
+
+
 def test_bad_bytes_name_the_file_and_line(tmp_path, caplog):
     write(tmp_path / "train.en", EN[:3])
     (tmp_path / "train.de").write_bytes("Ein Hund.\nZwei\xff Katzen.\nDrei.\n".encode("latin-1"))

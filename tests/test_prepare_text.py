@@ -1,5 +1,6 @@
 """Raw text and translation data: scripts/prepare_text.sh's module and the side option."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -192,8 +193,9 @@ def test_interactive_reads_and_writes_plain_text(tmp_path):
     interactive = shutil.which("fairseq-interactive", path=os.path.dirname(sys.executable))
     done = subprocess.run(
         [interactive, destdir, "--user-dir", helpers.USER_DIR, "--task", "vrae_lm", "--cpu", "--beam", "1",
-         "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--tokenizer", "moses",
-         "--bpe", "fastbpe", "--bpe-codes", os.path.join(destdir, "bpecodes")],
+         "--path", os.path.join(save_dir, "checkpoint_last.pt"),
+         # the flags prepare_text printed and saved for this data
+         *json.load(open(os.path.join(destdir, "prepare.json")))["generation_flags"].split()],
         input="\n".join(raw) + "\n", capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Translation bench: fairseq's transformer and translation_moe (hMoElp, K experts) at the
+# same sizes and number of epochs on a pair prepared by scripts/prepare_pairs.sh; test
+# BLEU (beam 5, sacreBLEU on detokenised text), diversity at K (diversity.py) and
+# training speed, printed as one markdown table.
+#
+#   bash scripts/compare_mt.sh <bin-dir from prepare_pairs.sh>
+#
+# Environment overrides: EPOCHS (10), K (5), LAYERS (3), EMBED (256), FFN (512), HEADS (4),
+# MAX_TOKENS (4096), LR (0.0005), WARMUP (1000), DROPOUT (0.3), SEED (1), SYSTEMS
+# ("transformer moe"), COMPARE_DIR, EXTRA_TRAIN_FLAGS.  Like compare.sh, finished steps
+# are skipped when run again, and an interrupted training resumes.
+# The conditional VAE rows (cvae_*) are added here by the conditional-VAE work.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash "$REPO_ROOT/scripts/setup.sh" >/dev/null
+
+if [ $# -lt 1 ] || [ ! -f "$1/prepare.json" ]; then
+  echo "usage: bash scripts/compare_mt.sh <bin-dir written by scripts/prepare_pairs.sh>" >&2
+  exit 2
+fi
+BIN="$(cd "$1" && pwd)"
+read -r SRC TGT GEN_FLAGS < <("$PYTHON" -c "import json, sys; p = json.load(open(sys.argv[1])); print(p['src_lang'], p['tgt_lang'], p['generation_flags'])" "$BIN/prepare.json")
+read -r -a GEN_FLAGS <<< "$GEN_FLAGS"
+EPOCHS="${EPOCHS:-10}"; K="${K:-5}"; LAYERS="${LAYERS:-3}"; EMBED="${EMBED:-256}"; FFN="${FFN:-512}"
+HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.0005}"; WARMUP="${WARMUP:-1000}"
+DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe}"
+OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
+read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
+DEVICE=()
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  DEVICE=(--cpu)
+fi
+MOE_DIR="$("$PYTHON" -c "import fairseq, os; print(os.path.join(os.path.dirname(fairseq.__file__), 'examples', 'translation_moe', 'translation_moe_src'))")"
+mkdir -p "$OUT"
+echo "compare_mt: $BIN ($SRC -> $TGT), $EPOCHS epochs, K = $K, output in $OUT"
+
+COMMON=(--task translation -s "$SRC" -t "$TGT" --arch transformer --share-all-embeddings
+  --encoder-layers "$LAYERS" --decoder-layers "$LAYERS" --encoder-embed-dim "$EMBED" --decoder-embed-dim "$EMBED"
+  --encoder-ffn-embed-dim "$FFN" --decoder-ffn-embed-dim "$FFN" --encoder-attention-heads "$HEADS"
+  --decoder-attention-heads "$HEADS" --dropout "$DROPOUT" --optimizer adam --adam-betas '(0.9, 0.98)'
+  --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --clip-norm 0.0
+  --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens "$MAX_TOKENS"
+  --max-epoch "$EPOCHS" --seed "$SEED" --num-workers 0 --log-format json --log-interval 50
+  --no-epoch-checkpoints --disable-validation "${DEVICE[@]}" "${EXTRA[@]}")
+MOE=(--task translation_moe --user-dir "$MOE_DIR" --method hMoElp --mean-pool-gating-network
+  --num-experts "$K")
+
+train() {  # train NAME ARGS...
+  local name="$1"; shift
+  local dir="$OUT/$name"
+  if [ -f "$dir/trained" ]; then echo "   $name: trained already"; return; fi
+  mkdir -p "$dir"
+  local start; start=$(date +%s.%N)
+  fairseq-train "$BIN" "$@" --save-dir "$dir" >>"$dir/train.log" 2>&1 || {
+    tail -20 "$dir/train.log" >&2; echo "training $name failed" >&2; exit 1; }
+  "$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))" >>"$dir/wall"
+  touch "$dir/trained"
+}
+
+generate() {  # generate NAME OUTPUT ARGS...: test split, plain text in and out
+  local name="$1" output="$2"; shift 2
+  [ -s "$OUT/$name/$output" ] && return
+  fairseq-generate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --gen-subset test -s "$SRC" -t "$TGT" \
+    --max-tokens "$MAX_TOKENS" --scoring sacrebleu "${GEN_FLAGS[@]}" "${DEVICE[@]}" "$@" \
+    >"$OUT/$name/$output.tmp" 2>"$OUT/$name/$output.log" || {
+    tail -20 "$OUT/$name/$output.log" >&2; echo "generating with $name failed" >&2; exit 1; }
+  mv "$OUT/$name/$output.tmp" "$OUT/$name/$output"
+}
+
+score() {  # score NAME DECODING FILES...: diversity.py on the detokenised D- lines
+  local name="$1" decoding="$2"; shift 2
+  "$PYTHON" "$REPO_ROOT/scripts/diversity.py" "$@" --name "$name" --json "$OUT/$name/$decoding.diversity.json" >/dev/null
+}
+
+for system in $SYSTEMS; do
+  case "$system" in
+    transformer)
+      echo "== transformer (fairseq)"
+      train transformer "${COMMON[@]}"
+      generate transformer beam5.out --beam 5
+      grep -h "BLEU" "$OUT/transformer/beam5.out" >"$OUT/transformer/test.bleu"
+      generate transformer nbest.out --beam "$K" --nbest "$K"
+      score transformer "beam $K, $K-best" "$OUT/transformer/nbest.out"
+      generate transformer sampling.out --beam "$K" --nbest "$K" --sampling --sampling-topk 10 --seed "$SEED"
+      score transformer "top-10 sampling" "$OUT/transformer/sampling.out" ;;
+    moe)
+      echo "== translation_moe (fairseq example), hMoElp, $K experts"
+      train moe "${COMMON[@]}" "${MOE[@]}" --ddp-backend legacy_ddp
+      files=()
+      for expert in $(seq 0 $((K - 1))); do
+        generate moe "expert$expert.out" --beam 5 "${MOE[@]}" --gen-expert "$expert"
+        files+=("$OUT/moe/expert$expert.out")
+      done
+      score moe "one per expert, beam 5" "${files[@]}" ;;
+    *) echo "unknown system $system (transformer, moe)" >&2; exit 2 ;;
+  esac
+done
+
+"$PYTHON" "$REPO_ROOT/scripts/compare_mt_table.py" "$OUT" $SYSTEMS \
+  --caption "test split of $BIN ($SRC -> $TGT); K = $K; $EPOCHS epochs of $MAX_TOKENS tokens per batch; $LAYERS + $LAYERS layers of $EMBED, $HEADS heads, FFN $FFN; sacreBLEU on detokenised text. The MoE's test BLEU is its average BLEU over experts." \
+  | tee "$OUT/results.md"

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Markdown table of a ``scripts/compare_mt.sh`` output folder.
+
+Each system folder holds ``train.log`` (``--log-format json``), ``wall`` (seconds),
+``test.bleu`` (the sacreBLEU line of ``fairseq-generate --beam 5``, absent for systems
+scored by their average BLEU) and ``<decoding>.diversity.json`` files written by
+``scripts/diversity.py``.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_table import train_tokens_per_second, wall_seconds  # noqa: E402
+
+HEADER = ["system", "decoding of the K hypotheses", "test BLEU (beam 5)", "average BLEU", "oracle BLEU",
+          "pairwise BLEU", "all K identical", "train tokens/s", "train wall time"]
+
+
+def test_bleu(folder: str):
+    path = os.path.join(folder, "test.bleu")
+    if not os.path.exists(path):
+        return None
+    match = re.search(r"BLEU\S* = ([0-9.]+)", open(path, encoding="utf-8").read())
+    return float(match.group(1)) if match else None
+
+
+def rows(folder: str, name: str):
+    bleu = test_bleu(folder)
+    wps = train_tokens_per_second([os.path.join(folder, "train.log")])
+    wall = wall_seconds(os.path.join(folder, "wall"))
+    found = sorted(f for f in os.listdir(folder) if f.endswith(".diversity.json"))
+    if not found:
+        raise SystemExit(f"{folder}: no *.diversity.json (run scripts/diversity.py --json)")
+    for file in found:
+        metrics = json.load(open(os.path.join(folder, file)))
+        yield [
+            name, file[: -len(".diversity.json")],
+            "–" if bleu is None else f"{bleu:.2f}",
+            f"{metrics['average_bleu']:.2f}", f"{metrics['oracle_bleu']:.2f}", f"{metrics['pairwise_bleu']:.2f}",
+            f"{100 * metrics['all_identical']:.1f}%", "–" if wps is None else f"{wps:,.0f}", f"{wall / 60:.1f} min",
+        ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder")
+    parser.add_argument("systems", nargs="+")
+    parser.add_argument("--caption", default="")
+    args = parser.parse_args(argv)
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for name in args.systems:
+        lines += ["| " + " | ".join(row) + " |" for row in rows(os.path.join(args.folder, name), name)]
+    if args.caption:
+        lines += ["", args.caption]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
