@@ -21,7 +21,16 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from .prepare_text import InputError, TextNormalizer, apply_codes, learn_codes, read_lines, write_lines
+from .prepare_text import (
+    InputError,
+    TextNormalizer,
+    add_subword_and_binarization_args,
+    apply_codes,
+    learn_codes,
+    read_lines,
+    run_command,
+    write_lines,
+)
 
 logger = logging.getLogger("fairseq_vrae.prepare_pairs")
 
@@ -177,28 +186,15 @@ def get_parser() -> argparse.ArgumentParser:
     text.add_argument("--max-tokens-per-line", type=int, default=250,
                       help="a pair with a longer side (in Moses tokens) is skipped or truncated")
     text.add_argument("--long-lines", choices=["skip", "truncate"], default="skip")
-    bpe = parser.add_argument_group("subwords")
-    bpe.add_argument("--bpe", choices=["fastbpe", "none"], default="fastbpe", help="none = word level")
-    bpe.add_argument("--bpe-merges", type=int, default=10000, help="joint merges learned on both training sides")
-    bpe.add_argument("--bpe-codes", help="reuse these codes instead of learning them")
-    bin_ = parser.add_argument_group("binarization")
-    bin_.add_argument("--workers", type=int, default=1)
-    bin_.add_argument("--threshold", type=int, default=0, help="map types seen this often or less to <unk>")
+    add_subword_and_binarization_args(parser, merges_help="joint merges learned on both training sides")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
-    args = get_parser().parse_args(argv)
-    try:
-        prepare(args)
-    except InputError as error:
-        logger.error(str(error))
-        return 2
-    print(f"ready: fairseq-train {args.destdir} --task translation -s {args.src_lang} -t {args.tgt_lang} ...")
-    print(f"text in and out of fairseq-generate/-interactive: {generation_flags(args)}")
-    return 0
-
+    parser = get_parser()
+    args = parser.parse_known_args(argv)[0]
+    ready = f"--task translation -s {args.src_lang} -t {args.tgt_lang}"
+    return run_command(parser, prepare, argv, ready, generation_flags)
 
 if __name__ == "__main__":
     sys.exit(main())

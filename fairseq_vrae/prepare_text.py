@@ -241,28 +241,39 @@ def get_parser() -> argparse.ArgumentParser:
     text.add_argument("--max-tokens-per-line", type=int, default=250,
                       help="longer lines (in Moses tokens) are skipped or truncated")
     text.add_argument("--long-lines", choices=["skip", "truncate"], default="skip")
-    bpe = parser.add_argument_group("subwords")
-    bpe.add_argument("--bpe", choices=["fastbpe", "none"], default="fastbpe", help="none = word level")
-    bpe.add_argument("--bpe-merges", type=int, default=10000, help="merges learned on train")
-    bpe.add_argument("--bpe-codes", help="reuse these codes instead of learning them")
-    bin_ = parser.add_argument_group("binarization")
-    bin_.add_argument("--workers", type=int, default=1)
-    bin_.add_argument("--threshold", type=int, default=0, help="map types seen this often or less to <unk>")
+    bin_ = add_subword_and_binarization_args(parser, merges_help="merges learned on train")
     bin_.add_argument("--srcdict", help="reuse this dictionary (e.g. a model's dict.txt)")
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def add_subword_and_binarization_args(parser: argparse.ArgumentParser, merges_help: str):
+    """The fastBPE and fairseq-preprocess options; returns the binarization group."""
+    bpe = parser.add_argument_group("subwords")
+    bpe.add_argument("--bpe", choices=["fastbpe", "none"], default="fastbpe", help="none = word level")
+    bpe.add_argument("--bpe-merges", type=int, default=10000, help=merges_help)
+    bpe.add_argument("--bpe-codes", help="reuse these codes instead of learning them")
+    bin_ = parser.add_argument_group("binarization")
+    bin_.add_argument("--workers", type=int, default=1)
+    bin_.add_argument("--threshold", type=int, default=0, help="map types seen this often or less to <unk>")
+    return bin_
+
+
+def run_command(parser: argparse.ArgumentParser, prepare_fn, argv, ready: str, flags_fn) -> int:
+    """Parse, prepare, and print how to train and which flags give plain text; 2 on bad input."""
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
-    args = get_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        prepare(args)
+        prepare_fn(args)
     except InputError as error:
         logger.error(str(error))
         return 2
-    print(f"ready: fairseq-train {args.destdir} --user-dir fairseq_vrae --task vrae_lm ...")
-    print(f"text in and out of fairseq-generate/-interactive: {generation_flags(args)}")
+    print(f"ready: fairseq-train {args.destdir} {ready} ...")
+    print(f"text in and out of fairseq-generate/-interactive: {flags_fn(args)}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command(get_parser(), prepare, argv, "--user-dir fairseq_vrae --task vrae_lm", generation_flags)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,8 @@ RECIPES="${RECIPES-bowman cyclical free-bits anneal-free-bits bn-vae}"
 RUN_LM="${RUN_LM:-1}"; FAMILY="${FAMILY:-lstm}"; LAYERS="${LAYERS:-2}"; HEADS="${HEADS:-4}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
-DEVICE=()
-if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  DEVICE=(--cpu)
-fi
 mkdir -p "$OUT"
+source "$REPO_ROOT/scripts/compare_lib.sh"
 echo "compare: $BIN, budget $BUDGET ($UPDATES updates, $IW_SAMPLES importance samples), output in $OUT"
 
 COMMON=(--optimizer adam --lr "$LR" --clip-norm 5 --max-tokens "$MAX_TOKENS" --dropout "$DROPOUT"
@@ -73,19 +70,6 @@ case "$FAMILY" in
 esac
 steep() { "$PYTHON" -c "print(12 / $1)"; }
 
-# train NAME ARGS...: fairseq-train into $OUT/NAME, JSON log in train.log (appended
-# to on a resume), seconds in wall; skipped once $OUT/NAME/trained exists
-train() {
-  local name="$1"; shift
-  local dir="$OUT/$name"
-  if [ -f "$dir/trained" ]; then echo "   $name: trained already"; return; fi
-  mkdir -p "$dir"
-  local start; start=$(date +%s.%N)
-  fairseq-train "$BIN" "$@" --save-dir "$dir" >>"$dir/train.log" 2>&1 || {
-    tail -20 "$dir/train.log" >&2; echo "training $name failed" >&2; exit 1; }
-  "$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))" >>"$dir/wall"
-  touch "$dir/trained"
-}
 
 evaluate() {
   local name="$1"; shift

@@ -27,12 +27,9 @@ HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.0005}"; WARMU
 DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
-DEVICE=()
-if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  DEVICE=(--cpu)
-fi
 MOE_DIR="$("$PYTHON" -c "import fairseq, os; print(os.path.join(os.path.dirname(fairseq.__file__), 'examples', 'translation_moe', 'translation_moe_src'))")"
 mkdir -p "$OUT"
+source "$REPO_ROOT/scripts/compare_lib.sh"
 echo "compare_mt: $BIN ($SRC -> $TGT), $EPOCHS epochs, K = $K, output in $OUT"
 
 COMMON=(--task translation -s "$SRC" -t "$TGT" --arch transformer --share-all-embeddings
@@ -45,18 +42,6 @@ COMMON=(--task translation -s "$SRC" -t "$TGT" --arch transformer --share-all-em
   --no-epoch-checkpoints --disable-validation "${DEVICE[@]}" "${EXTRA[@]}")
 MOE=(--task translation_moe --user-dir "$MOE_DIR" --method hMoElp --mean-pool-gating-network
   --num-experts "$K")
-
-train() {  # train NAME ARGS...
-  local name="$1"; shift
-  local dir="$OUT/$name"
-  if [ -f "$dir/trained" ]; then echo "   $name: trained already"; return; fi
-  mkdir -p "$dir"
-  local start; start=$(date +%s.%N)
-  fairseq-train "$BIN" "$@" --save-dir "$dir" >>"$dir/train.log" 2>&1 || {
-    tail -20 "$dir/train.log" >&2; echo "training $name failed" >&2; exit 1; }
-  "$PYTHON" -c "print(round($(date +%s.%N) - $start, 1))" >>"$dir/wall"
-  touch "$dir/trained"
-}
 
 generate() {  # generate NAME OUTPUT ARGS...: test split, plain text in and out
   local name="$1" output="$2"; shift 2

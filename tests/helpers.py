@@ -143,3 +143,27 @@ def posteriors(data: str, checkpoint: str, split: str):
     with torch.no_grad():
         out = [model.encoder(sentences[i].unsqueeze(0), sample_posterior=False) for i in range(len(sentences))]
     return torch.cat([o["mu"] for o in out]).double(), torch.cat([o["logvar"] for o in out]).double()
+
+
+def reordered_incremental_decoding_matches(model, batch, order, steps_before: int = 3, steps_after: int = 3) -> bool:
+    """Decode ``steps_before`` steps incrementally, reorder the state as beam search
+    does, decode ``steps_after`` more; True when those match a full pass over the
+    reordered rows."""
+    import torch
+
+    prev = batch["net_input"]["prev_output_tokens"]
+    total = steps_before + steps_after
+    with torch.no_grad():
+        encoder_out = model.encoder(batch["net_input"]["src_tokens"], sample_posterior=False)
+        state = {}
+        for t in range(steps_before):
+            model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+        model.decoder.reorder_incremental_state_scripting(state, order)
+        moved_out = model.encoder.reorder_encoder_out(encoder_out, order)
+        moved_prev = prev[order]
+        steps = [
+            model.decoder(moved_prev[:, : t + 1], encoder_out=moved_out, incremental_state=state)[0]
+            for t in range(steps_before, total)
+        ]
+        full, _ = model.decoder(moved_prev[:, :total], encoder_out=moved_out)
+    return torch.allclose(torch.cat(steps, dim=1), full[:, steps_before:total], atol=1e-5)

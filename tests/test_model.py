@@ -6,6 +6,8 @@ from fairseq.data import Dictionary
 from fairseq_vrae.criterions.vrae_elbo import VRAEELBOConfig, VRAEELBOCriterion, apply_word_dropout
 from fairseq_vrae.models.vrae import VRAEConfig, VRAEModel
 
+import helpers
+
 
 class TinyTask:
     def __init__(self, dictionary):
@@ -204,24 +206,7 @@ def test_reordering_the_incremental_state_follows_the_beam_with_several_layers(c
     dictionary = make_dictionary()
     model = build(dictionary, decoder_cell=cell, encoder_cell=cell, decoder_layers=3, decoder_latent_input=True).eval()
     batch = make_batch(dictionary, [7, 7, 7], seed=4)
-    prev = batch["net_input"]["prev_output_tokens"]
-    with torch.no_grad():
-        encoder_out = model.encoder(batch["net_input"]["src_tokens"], sample_posterior=False)
-        order = torch.tensor([2, 0, 0])
-        # three steps, reorder rows as a beam search would, three more steps
-        state = {}
-        for t in range(3):
-            model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
-        model.decoder.reorder_incremental_state_scripting(state, order)
-        moved_out = model.encoder.reorder_encoder_out(encoder_out, order)
-        moved_prev = prev[order]
-        steps = [
-            model.decoder(moved_prev[:, : t + 1], encoder_out=moved_out, incremental_state=state)[0]
-            for t in range(3, 6)
-        ]
-        # the same rows decoded from scratch
-        full, _ = model.decoder(moved_prev[:, :6], encoder_out=moved_out)
-    assert torch.allclose(torch.cat(steps, dim=1), full[:, 3:6], atol=1e-5)
+    assert helpers.reordered_incremental_decoding_matches(model, batch, torch.tensor([2, 0, 0]))
 
 
 def test_free_bits_stop_the_kl_gradient_of_dimensions_under_the_floor():

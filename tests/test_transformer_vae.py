@@ -43,19 +43,7 @@ def test_reordering_follows_the_beam_memory_included(injection):
     dictionary = make_dictionary()
     model = build(dictionary, latent_injection=injection, decoder_layers=2).eval()
     batch = make_batch(dictionary, [7, 7, 7], seed=2)
-    prev = batch["net_input"]["prev_output_tokens"]
-    order = torch.tensor([2, 0, 0])
-    with torch.no_grad():
-        encoder_out = model.encoder(batch["net_input"]["src_tokens"], sample_posterior=False)
-        state = {}
-        for t in range(3):
-            model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
-        model.decoder.reorder_incremental_state_scripting(state, order)
-        moved_out = model.encoder.reorder_encoder_out(encoder_out, order)
-        moved_prev = prev[order]
-        steps = [model.decoder(moved_prev[:, : t + 1], encoder_out=moved_out, incremental_state=state)[0] for t in range(3, 6)]
-        full, _ = model.decoder(moved_prev[:, :6], encoder_out=moved_out)
-    assert torch.allclose(torch.cat(steps, dim=1), full[:, 3:6], atol=1e-5)
+    assert helpers.reordered_incremental_decoding_matches(model, batch, torch.tensor([2, 0, 0]))
 
 
 def test_the_posterior_does_not_depend_on_padding():

@@ -167,15 +167,19 @@ class VRAEModel(FairseqEncoderDecoderModel):
 # Architectures only fill in defaults (fairseq/models/lstm_lm.py style).
 
 
+def fill_defaults(cfg, config_class, keep_none=()) -> None:
+    """Give every option of ``config_class`` not set in ``cfg`` its dataclass default
+    (options named in ``keep_none`` may stay None: they default to another option)."""
+    defaults = config_class()
+    for name in config_class.__dataclass_fields__:
+        if name not in keep_none and (not safe_hasattr(cfg, name) or safe_getattr(cfg, name) is None):
+            setattr(cfg, name, getattr(defaults, name))
+
+
 @register_model_architecture("vrae", "vrae_lstm")
 def vrae_lstm(cfg):
     """Li et al. (2019) Penn Treebank sizes: 256-d embeddings and LSTMs, 32-d z."""
-    defaults = VRAEConfig()
-    for name in VRAEConfig.__dataclass_fields__:
-        if not safe_hasattr(cfg, name) or safe_getattr(cfg, name) is None:
-            if name in ("dropout_in", "dropout_out"):
-                continue
-            setattr(cfg, name, getattr(defaults, name))
+    fill_defaults(cfg, VRAEConfig, keep_none=("dropout_in", "dropout_out"))
 
 
 @register_model_architecture("vrae", "vrae_lstm_big")

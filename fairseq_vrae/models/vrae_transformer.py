@@ -11,16 +11,15 @@ memory's keys and values live in the incremental state and follow beam reorderin
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-import torch
 import torch.nn as nn
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoder, register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
-from fairseq.utils import safe_getattr, safe_hasattr
+from fairseq.utils import safe_getattr
 from torch import Tensor
 
 from .latent import LatentLayer, reorder_latent
-from .vrae import VRAEModel
+from .vrae import VRAEModel, fill_defaults
 
 LATENT_INJECTIONS = ChoiceEnum(["embedding", "memory", "both"])
 
@@ -188,10 +187,7 @@ class VRAETransformerModel(VRAEModel):
 
 def vrae_transformer(cfg):
     """A small size for CPUs: 2 + 2 layers of 256 with 4 heads, FFN 1024, 32-d z."""
-    defaults = VRAETransformerConfig()
-    for name in VRAETransformerConfig.__dataclass_fields__:
-        if not safe_hasattr(cfg, name) or safe_getattr(cfg, name) is None:
-            setattr(cfg, name, getattr(defaults, name))
+    fill_defaults(cfg, VRAETransformerConfig)
 
 
 @register_model_architecture("vrae_transformer", "vrae_transformer_big")
