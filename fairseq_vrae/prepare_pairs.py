@@ -18,11 +18,11 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .prepare_text import (
     InputError,
+    LineCounts,
     TextNormalizer,
     add_subword_and_binarization_args,
     apply_codes,
@@ -35,14 +35,6 @@ from .prepare_text import (
 logger = logging.getLogger("fairseq_vrae.prepare_pairs")
 
 SPLITS = ("train", "valid", "test")
-
-
-@dataclass
-class PairCounts:
-    read: int = 0
-    empty: int = 0
-    too_long: int = 0
-    truncated: int = 0
 
 
 def read_pair(prefix: str, src: str, tgt: str) -> Tuple[List[str], List[str]]:
@@ -64,7 +56,7 @@ def read_pair(prefix: str, src: str, tgt: str) -> Tuple[List[str], List[str]]:
 
 def tokenize_pairs(
     sources: List[str], targets: List[str], normalizers: Tuple[TextNormalizer, TextNormalizer],
-    max_tokens: int, long_lines: str, counts: PairCounts,
+    max_tokens: int, long_lines: str, counts: LineCounts,
 ) -> Tuple[List[str], List[str]]:
     kept_sources, kept_targets = [], []
     for source, target in zip(sources, targets):
@@ -106,7 +98,7 @@ def generation_flags(args) -> str:
     return flags
 
 
-def prepare(args: argparse.Namespace) -> Dict[str, PairCounts]:
+def prepare(args: argparse.Namespace) -> Dict[str, LineCounts]:
     if not args.trainpref:
         raise InputError("give --trainpref (with --validpref/--testpref)")
     if args.src_lang == args.tgt_lang:
@@ -119,12 +111,12 @@ def prepare(args: argparse.Namespace) -> Dict[str, PairCounts]:
     os.makedirs(args.destdir, exist_ok=True)
     normalizers = (TextNormalizer(args.src_lang, args.lowercase), TextNormalizer(args.tgt_lang, args.lowercase))
 
-    counts: Dict[str, PairCounts] = {}
+    counts: Dict[str, LineCounts] = {}
     splits: Dict[str, Tuple[List[str], List[str]]] = {}
     for split in SPLITS:
         prefix = getattr(args, f"{split}pref")
         if prefix:
-            counts[split] = PairCounts()
+            counts[split] = LineCounts()
             sources, targets = read_pair(prefix, args.src_lang, args.tgt_lang)
             splits[split] = tokenize_pairs(
                 sources, targets, normalizers, args.max_tokens_per_line, args.long_lines, counts[split]
