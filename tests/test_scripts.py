@@ -119,3 +119,12 @@ def test_gpu_install_refuses_a_python_without_torch(tmp_path):
     fake.chmod(0o755)
     done = run_gpu_install(tmp_path, tmp_path, str(fake))
     assert done.returncode == 2 and "cannot import torch" in done.stderr
+
+
+def test_paragraphs_join_consecutive_sentences_up_to_the_limit():
+    import make_paragraphs
+
+    sentences = ["a b c", "", "d e", "f g h i", "j " * 12, "k"]
+    groups = list(make_paragraphs.paragraphs(sentences, max_tokens=6))
+    assert groups == [["a b c", "d e"], ["f g h i"], [" ".join(["j"] * 12)], ["k"]]
+    assert [w for g in groups for s in g for w in s.split()] == " ".join(sentences).split()  # nothing lost, in order
