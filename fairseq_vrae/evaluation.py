@@ -67,7 +67,7 @@ def importance_weighted_evaluation(
     if num_samples < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
     net_input = sample["net_input"]
-    encoder_inputs = {key: value for key, value in net_input.items() if key != "prev_output_tokens"}
+    encoder_inputs = {k: v for k, v in net_input.items() if k not in ("prev_output_tokens", "sample_posterior")}
     encoder_out = model.encoder(**encoder_inputs, sample_posterior=False)
     mu, logvar = encoder_out["mu"].float(), encoder_out["logvar"].float()
     prior_mu, prior_logvar = encoder_out["prior_mu"].float(), encoder_out["prior_logvar"].float()

@@ -193,7 +193,6 @@ class VRAEELBOCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce=True):
         net_input = sample["net_input"]
         training = model.training
-        latent = find_latent_layer(model)
         if training:
             decorrelate_workers()
             if self.cfg.word_dropout > 0:
@@ -214,7 +213,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         kl_per_dim = gaussian_kl(extra["mu"], extra["logvar"], extra["prior_mu"], extra["prior_logvar"])
         kl = kl_per_dim.sum()
         if training:
-            beta = self.kl_weight_for(latent)
+            beta = self.kl_weight_for(find_latent_layer(model))
             kl_term = free_bits_kl(kl_per_dim, self.cfg.free_bits) if self.cfg.free_bits > 0 else kl
             loss = rec + beta * kl_term
         else:
