@@ -26,7 +26,7 @@ from .prepare_text import (
     TextNormalizer,
     add_subword_and_binarization_args,
     apply_codes,
-    learn_codes,
+    bpe_codes,
     read_lines,
     run_command,
     write_lines,
@@ -128,16 +128,10 @@ def prepare(args: argparse.Namespace) -> Dict[str, LineCounts]:
             )
 
     with tempfile.TemporaryDirectory() as work:
-        codes = None
-        if args.bpe == "fastbpe":
-            codes = os.path.join(args.destdir, "bpecodes")
-            if args.bpe_codes:
-                if os.path.abspath(args.bpe_codes) != os.path.abspath(codes):
-                    shutil.copyfile(args.bpe_codes, codes)
-            else:  # one model for both languages, learned on both training sides
-                joint = os.path.join(work, "train.joint")
-                write_lines(joint, splits["train"][0] + splits["train"][1])
-                learn_codes(joint, args.bpe_merges, codes)
+        # one model for both languages, learned on both training sides
+        joint = os.path.join(work, "train.joint")
+        write_lines(joint, splits["train"][0] + splits["train"][1])
+        codes = bpe_codes(args, joint)
         prefixes = {}
         for split, (sources, targets) in splits.items():
             prefixes[split] = os.path.join(work, split)

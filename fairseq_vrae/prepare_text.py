@@ -88,6 +88,20 @@ def learn_codes(train_file: str, merges: int, codes_path: str) -> None:
         )
 
 
+def bpe_codes(args, training_text: str) -> Optional[str]:
+    """``bpecodes`` in --destdir: --bpe-codes copied there, or codes learned on
+    ``training_text``; None with --bpe none."""
+    if args.bpe != "fastbpe":
+        return None
+    codes = os.path.join(args.destdir, "bpecodes")
+    if args.bpe_codes:
+        if os.path.abspath(args.bpe_codes) != os.path.abspath(codes):
+            shutil.copyfile(args.bpe_codes, codes)
+    else:
+        learn_codes(training_text, args.bpe_merges, codes)
+    return codes
+
+
 def apply_codes(lines: List[str], codes_path: str) -> List[str]:
     import fastBPE
 
@@ -185,14 +199,8 @@ def prepare(args: argparse.Namespace) -> Dict[str, LineCounts]:
         for split, lines in splits.items():
             text_files[split] = os.path.join(work, f"{split}.txt")
             write_lines(text_files[split], lines)
-        codes = None
-        if args.bpe == "fastbpe":
-            codes = os.path.join(args.destdir, "bpecodes")
-            if args.bpe_codes:
-                if os.path.abspath(args.bpe_codes) != os.path.abspath(codes):
-                    shutil.copyfile(args.bpe_codes, codes)
-            else:
-                learn_codes(text_files["train"], args.bpe_merges, codes)
+        codes = bpe_codes(args, text_files["train"])
+        if codes:
             for split, lines in splits.items():
                 write_lines(text_files[split], apply_codes(lines, codes))
         if args.keep_text:
