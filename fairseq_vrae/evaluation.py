@@ -54,6 +54,9 @@ def importance_weighted_evaluation(
 ) -> Dict[str, Tensor]:
     """IW-NLL of every sentence of ``sample`` with ``num_samples`` draws from q(z|x).
 
+    For a conditional VAE (an encoder with ``reads_target``) this is -log p(y|x) with
+    the proposal q(z|x, y) and the prior p(z|x).
+
     The encoder runs once; its output (the latent contract of
     :mod:`fairseq_vrae.models.latent`, plus whatever else the decoder reads) is expanded
     with the encoder's own ``reorder_encoder_out`` and its ``z`` replaced by the
@@ -68,6 +71,8 @@ def importance_weighted_evaluation(
         raise ValueError(f"the number of importance samples must be >= 1, got {num_samples}")
     net_input = sample["net_input"]
     encoder_inputs = {k: v for k, v in net_input.items() if k not in ("prev_output_tokens", "sample_posterior")}
+    if getattr(model.encoder, "reads_target", False):  # a conditional VAE's q(z|x, y)
+        encoder_inputs["posterior_tokens"] = net_input["prev_output_tokens"]
     encoder_out = model.encoder(**encoder_inputs, sample_posterior=False)
     mu, logvar = encoder_out["mu"].float(), encoder_out["logvar"].float()
     prior_mu, prior_logvar = encoder_out["prior_mu"].float(), encoder_out["prior_logvar"].float()

@@ -7,7 +7,7 @@
 #   bash scripts/compare_mt.sh <bin-dir from prepare_pairs.sh>
 #
 # Environment overrides: EPOCHS (10), K (5), LAYERS (3), EMBED (256), FFN (512), HEADS (4),
-# MAX_TOKENS (4096), LR (0.0005), WARMUP (1000), DROPOUT (0.3), SEED (1), SYSTEMS
+# MAX_TOKENS (4096), LR (0.001), WARMUP (300), DROPOUT (0.3), SEED (1), SYSTEMS
 # ("transformer moe"), COMPARE_DIR, EXTRA_TRAIN_FLAGS.  Like compare.sh, finished steps
 # are skipped when run again, and an interrupted training resumes.
 # The conditional VAE rows (cvae_*) are added here by the conditional-VAE work.
@@ -23,7 +23,7 @@ BIN="$(cd "$1" && pwd)"
 read -r SRC TGT GEN_FLAGS < <("$PYTHON" -c "import json, sys; p = json.load(open(sys.argv[1])); print(p['src_lang'], p['tgt_lang'], p['generation_flags'])" "$BIN/prepare.json")
 read -r -a GEN_FLAGS <<< "$GEN_FLAGS"
 EPOCHS="${EPOCHS:-10}"; K="${K:-5}"; LAYERS="${LAYERS:-3}"; EMBED="${EMBED:-256}"; FFN="${FFN:-512}"
-HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.0005}"; WARMUP="${WARMUP:-1000}"
+HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; WARMUP="${WARMUP:-300}"
 DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"

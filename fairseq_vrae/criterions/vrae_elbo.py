@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import utils as distributed_utils
@@ -97,6 +98,18 @@ class VRAEELBOConfig(LatentEvaluationConfig):
         default=0.0,
         metadata={"help": "training only: KL floor in nats per latent dimension (batch mean)"},
     )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={"help": "training only: label smoothing of the reconstruction term (as "
+                  "label_smoothed_cross_entropy); the logged nll_loss and validation use the "
+                  "unsmoothed likelihood"},
+    )
+    bow_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "training only: weight of a bag-of-words loss that predicts the "
+                  "target's words from z alone (Zhao et al. 2017); needs a model with a "
+                  "bag-of-words head (cvae_transformer, cvae_lstm)"},
+    )
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
 
@@ -131,6 +144,10 @@ class VRAEELBOCriterion(FairseqCriterion):
             raise ValueError(f"--word-dropout must be in [0, 1], got {cfg.word_dropout}")
         if cfg.free_bits < 0:
             raise ValueError(f"--free-bits must be >= 0, got {cfg.free_bits}")
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        if cfg.bow_loss_weight < 0:
+            raise ValueError(f"--bow-loss-weight must be >= 0, got {cfg.bow_loss_weight}")
         if cfg.iw_samples < 0:
             raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
         if cfg.iw_chunk_tokens < 1:
@@ -204,18 +221,24 @@ class VRAEELBOCriterion(FairseqCriterion):
                 )
         logits, extra = model(**net_input)
         target = sample["target"]
-        rec = F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)),
-            target.reshape(-1),
-            ignore_index=self.padding_idx,
-            reduction="sum",
-        )
+        flat_logits = logits.float().view(-1, logits.size(-1))
+        if training and self.cfg.label_smoothing > 0:
+            smoothed, rec = label_smoothed_nll_loss(
+                F.log_softmax(flat_logits, dim=-1), target.reshape(-1, 1), self.cfg.label_smoothing,
+                ignore_index=self.padding_idx, reduce=True,
+            )
+        else:
+            rec = F.cross_entropy(flat_logits, target.reshape(-1), ignore_index=self.padding_idx, reduction="sum")
+            smoothed = rec
         kl_per_dim = gaussian_kl(extra["mu"], extra["logvar"], extra["prior_mu"], extra["prior_logvar"])
         kl = kl_per_dim.sum()
+        bow = self.bag_of_words_nll(model, extra, target) if self.cfg.bow_loss_weight > 0 else None
         if training:
             beta = self.kl_weight_for(find_latent_layer(model))
             kl_term = free_bits_kl(kl_per_dim, self.cfg.free_bits) if self.cfg.free_bits > 0 else kl
-            loss = rec + beta * kl_term
+            loss = smoothed + beta * kl_term
+            if bow is not None:
+                loss = loss + self.cfg.bow_loss_weight * bow
         else:
             beta = 1.0
             loss = rec + kl
@@ -225,12 +248,15 @@ class VRAEELBOCriterion(FairseqCriterion):
         logging_output = {
             "loss": loss.data,
             "rec": rec.data,
+            "nll_loss": rec.data,
             "kl": kl.data,
             "kl_weight": beta * nsentences,
             "ntokens": ntokens,
             "nsentences": nsentences,
             "sample_size": ntokens,
         }
+        if bow is not None:
+            logging_output["bow"] = bow.data
         if not training:
             # running sums for the active-unit count over the whole split (summable)
             mu = extra["mu"].detach().double()
@@ -239,6 +265,20 @@ class VRAEELBOCriterion(FairseqCriterion):
             if self.cfg.iw_samples > 0 and nsentences > 0:
                 logging_output.update(self.importance_weighted(model, sample))
         return loss, ntokens, logging_output
+
+    def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
+        """-sum of log p(word | z) over the target's words (not </s>) under the model's
+        bag-of-words head: one distribution per sentence, as in Zhao et al. (2017)."""
+        head = getattr(model, "bag_of_words_logits", None)
+        if head is None:
+            raise ValueError(
+                f"--bow-loss-weight needs a model with a bag-of-words head (--arch cvae_transformer "
+                f"or cvae_lstm); {type(model).__name__} has none"
+            )
+        log_probs = F.log_softmax(head(extra).float(), dim=-1)  # B x V
+        words = target.ne(self.padding_idx) & target.ne(model.decoder.dictionary.eos())
+        picked = log_probs.gather(1, target.masked_fill(~words, 0))
+        return -(picked * words.to(picked.dtype)).sum()
 
     def importance_weighted(self, model, sample) -> dict:
         """IW-NLL of each sentence and what MI needs, noise fixed per sentence (--seed and
@@ -278,6 +318,10 @@ class VRAEELBOCriterion(FairseqCriterion):
         metrics.log_scalar("loss", loss / sample_size / math.log(2), sample_size, round=3)
         metrics.log_scalar("rec", rec / nsentences, nsentences, round=3)
         metrics.log_scalar("kl", kl / nsentences, nsentences, round=3)
+        if ntokens > 0:
+            metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
+        if any("bow" in log for log in logging_outputs):
+            metrics.log_scalar("bow", total("bow") / nsentences, nsentences, round=3)
         metrics.log_scalar("elbo", (rec + kl) / nsentences, nsentences, round=3)
         metrics.log_scalar("kl_weight", total("kl_weight") / nsentences, nsentences, round=4)
         metrics.log_scalar("_elbo_per_token", (rec + kl) / ntokens, ntokens)

@@ -1,1 +1,1 @@
-from . import vrae, vrae_transformer  # noqa: F401
+from . import cvae_lstm, cvae_transformer, vrae, vrae_transformer  # noqa: F401

@@ -1,1 +1,1 @@
-from . import vrae_lm  # noqa: F401
+from . import latent_translation, vrae_lm  # noqa: F401

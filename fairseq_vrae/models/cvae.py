@@ -1,0 +1,132 @@
+"""Conditional VAE for translation (Sohn et al. 2015; Zhang et al. 2016, VNMT): the
+pieces shared by ``cvae_transformer`` and ``cvae_lstm``.
+
+The model is p(y|x) = E_{p(z|x)} p(y|x, z) with a learned prior p(z|x) read from the
+pooled source encoding, a recognition network q(z|x, y) reading the pooled source and
+a pooled encoding of the target, and a decoder that attends to the source and receives
+z.  The encoder's output is the latent contract of :mod:`.latent` (``z``, ``mu``,
+``logvar``, ``prior_mu``, ``prior_logvar``) plus ``source`` (the family's own encoder
+output, which the decoder attends to) and ``condition`` (the pooled source).
+
+Which z the encoder hands over:
+
+* training and evaluation (the model's ``forward``, the IW bound): q(z|x, y), read
+  from ``posterior_tokens`` (the target as ``prev_output_tokens``: ``</s> y1 .. yn``);
+* ``latent_codes`` given: those codes; ``latent_seeds`` given: one draw of p(z|x) per
+  row, fixed by its seed (the ``latent_translation`` task's prior samples);
+* otherwise (fairseq-generate under the stock ``translation`` task): the prior mean,
+  so plain translation is deterministic.
+"""
+
+from typing import Dict, Optional
+
+import torch
+from fairseq.models import FairseqEncoder
+from torch import Tensor
+
+from .latent import ConditionalGaussianPrior, LatentLayer, reorder_latent
+
+
+def masked_mean(states: Tensor, padding_mask: Tensor) -> Tensor:
+    """Mean over the non-pad positions of ``states`` (T x B x C; mask B x T, True = pad)."""
+    keep = (~padding_mask).t().unsqueeze(-1).to(states.dtype)
+    return (states * keep).sum(0) / keep.sum(0).clamp(min=1)
+
+
+class CVAEEncoder(FairseqEncoder):
+    """Source encoder + target reader + the latent layer with a conditional prior.
+
+    A family subclass provides ``encode_source`` (its encoder output and the pooled
+    source), ``summarize_target`` (the pooled target), ``reorder_source`` and
+    ``max_positions``.
+    """
+
+    # importance-weighted evaluation hands the target to the encoder (the proposal q(z|x, y))
+    reads_target = True
+
+    def __init__(self, dictionary, source_dim: int, target_dim: int, latent_dim: int,
+                 prior_hidden_dim: Optional[int] = None, posterior_bn_gamma: float = 0.0):
+        super().__init__(dictionary)
+        self.latent_dim = latent_dim
+        prior = ConditionalGaussianPrior(source_dim, latent_dim, prior_hidden_dim)
+        self.latent = LatentLayer(source_dim + target_dim, latent_dim, prior=prior,
+                                  posterior_bn_gamma=posterior_bn_gamma)
+
+    def encode_source(self, src_tokens: Tensor, src_lengths: Tensor):
+        raise NotImplementedError
+
+    def summarize_target(self, target_tokens: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reorder_source(self, source, new_order: Tensor):
+        raise NotImplementedError
+
+    def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
+                posterior_tokens: Optional[Tensor] = None, latent_codes: Optional[Tensor] = None,
+                latent_seeds: Optional[Tensor] = None, sample_posterior: bool = True, **unused) -> Dict:
+        source, condition = self.encode_source(src_tokens, src_lengths)
+        if latent_seeds is not None:
+            latent_codes = self.latent.sample_prior(latent_seeds.cpu(), condition).to(condition.device)
+        if latent_codes is not None:
+            latent = self.latent.given(latent_codes.to(condition.dtype), condition=condition)
+        elif posterior_tokens is not None:
+            summary = torch.cat([condition, self.summarize_target(posterior_tokens)], dim=-1)
+            latent = self.latent(summary, sample=sample_posterior, condition=condition)
+        else:
+            prior_mu, _ = self.latent.prior(condition, condition)
+            latent = self.latent.given(prior_mu, condition=condition)
+        return dict(latent, source=source, condition=condition)
+
+    def reorder_encoder_out(self, encoder_out: Dict, new_order: Tensor) -> Dict:
+        tensors = {key: value for key, value in encoder_out.items() if key != "source"}
+        reordered = reorder_latent(tensors, new_order)
+        reordered["source"] = self.reorder_source(encoder_out["source"], new_order)
+        return reordered
+
+
+class CVAEModelMixin:
+    """forward (logits + the latent contract), the bag-of-words head and the checkpoint
+    check, for encoder-decoder models whose encoder is a :class:`CVAEEncoder`."""
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_posterior: bool = True, **kwargs):
+        latent = self.encoder(src_tokens, src_lengths=src_lengths, posterior_tokens=prev_output_tokens,
+                              sample_posterior=sample_posterior)
+        logits, extra = self.decoder(prev_output_tokens, encoder_out=latent)
+        extra = extra if isinstance(extra, dict) else {"attn": extra}
+        return logits, dict(extra, **{k: v for k, v in latent.items() if k != "source"})
+
+    def bag_of_words_logits(self, latent: Dict[str, Tensor]) -> Tensor:
+        """Scores over the target vocabulary from z alone (kgCVAE's bag-of-words loss,
+        Zhao et al. 2017): the decoder's projection of z through its output layer, so
+        the head adds no parameters that could miss a gradient."""
+        return self.decoder.output_layer(self.decoder.latent_features(latent["z"]))
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        if not any(key.startswith("encoder.latent.") for key in state_dict):
+            raise ValueError(
+                f"this checkpoint has no latent layer (encoder.latent.*): it was not trained "
+                f"as {type(self).__name__}; translate it with --task translation instead"
+            )
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def add_latent_args(parser) -> None:
+    """The latent options both CVAE families add to their network's own options."""
+    parser.add_argument("--latent-dim", type=int, metavar="N", help="size of the latent code z (default 32)")
+    parser.add_argument("--latent-injection", choices=["embedding", "memory", "both"],
+                        help="how z reaches the decoder: added to its input embeddings, as an extra "
+                             "source position its attention can read, or both (default both)")
+    parser.add_argument("--posterior-encoder-layers", type=int, metavar="N",
+                        help="layers of the network that reads the target for q(z|x, y) (default 1)")
+    parser.add_argument("--prior-hidden-dim", type=int, metavar="N",
+                        help="hidden size of the prior network p(z|x) (default: the encoder's size)")
+    parser.add_argument("--posterior-bn-gamma", type=float, metavar="G",
+                        help="BN-VAE scale of the posterior means (see vrae_lstm); 0 = off (default)")
+
+
+def latent_defaults(args) -> None:
+    args.latent_dim = getattr(args, "latent_dim", None) or 32
+    args.latent_injection = getattr(args, "latent_injection", None) or "both"
+    args.posterior_encoder_layers = getattr(args, "posterior_encoder_layers", None) or 1
+    args.prior_hidden_dim = getattr(args, "prior_hidden_dim", None)
+    args.posterior_bn_gamma = getattr(args, "posterior_bn_gamma", None) or 0.0

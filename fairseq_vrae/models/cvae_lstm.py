@@ -1,0 +1,152 @@
+"""``cvae_lstm``: fairseq's attentional ``lstm`` for translation with a latent z (see
+:mod:`.cvae`).  Every option of ``--arch lstm`` keeps its meaning; the model adds the
+latent options.  z reaches the decoder as a projection added to its input embeddings
+and/or as one extra source position its attention reads.
+"""
+
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from fairseq import utils
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.lstm import LSTMDecoder, LSTMEncoder, LSTMModel
+from fairseq.models.lstm import base_architecture as lstm_base_architecture
+from torch import Tensor
+
+from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, latent_defaults, masked_mean
+from .vrae_transformer import LatentShiftedEmbedding
+
+
+def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
+    """A word embedding initialised as fairseq's LSTM model initialises its own."""
+    embedding = LatentShiftedEmbedding(len(dictionary), dim, padding_idx=dictionary.pad())
+    nn.init.uniform_(embedding.weight, -0.1, 0.1)
+    nn.init.constant_(embedding.weight[dictionary.pad()], 0)
+    return embedding
+
+
+class CVAELSTMEncoder(CVAEEncoder):
+    """fairseq's LSTMEncoder on the source; another (``--posterior-encoder-layers``,
+    sharing the decoder's embedding) on the target for q(z|x, y); both mean-pooled."""
+
+    def __init__(self, args, src_dict, tgt_dict, encoder_embed, decoder_embed, max_source_positions: int):
+        lstm_args = dict(
+            hidden_size=args.encoder_hidden_size,
+            dropout_in=args.encoder_dropout_in,
+            dropout_out=args.encoder_dropout_out,
+        )
+        output_units = args.encoder_hidden_size * (2 if args.encoder_bidirectional else 1)
+        super().__init__(src_dict, output_units, args.encoder_hidden_size, args.latent_dim,
+                         args.prior_hidden_dim, args.posterior_bn_gamma)
+        self.lstm = LSTMEncoder(
+            src_dict, embed_dim=args.encoder_embed_dim, num_layers=args.encoder_layers,
+            bidirectional=args.encoder_bidirectional, pretrained_embed=encoder_embed,
+            max_source_positions=max_source_positions, **lstm_args,
+        )
+        self.target_reader = LSTMEncoder(
+            tgt_dict, embed_dim=args.decoder_embed_dim, num_layers=args.posterior_encoder_layers,
+            left_pad=False, pretrained_embed=decoder_embed, **lstm_args,
+        )
+        self.output_units = output_units
+
+    def encode_source(self, src_tokens, src_lengths):
+        source = self.lstm(src_tokens, src_lengths, enforce_sorted=False)
+        states, padding_mask = source[0], source[3]  # T x B x C, T x B
+        return source, masked_mean(states, padding_mask.t())
+
+    def summarize_target(self, target_tokens: Tensor) -> Tensor:
+        lengths = target_tokens.ne(self.target_reader.padding_idx).long().sum(1)
+        states, _, _, padding_mask = self.target_reader(target_tokens, lengths, enforce_sorted=False)
+        return masked_mean(states, padding_mask.t())
+
+    def reorder_source(self, source, new_order):
+        return self.lstm.reorder_encoder_out(source, new_order)
+
+    def max_positions(self):
+        return self.lstm.max_positions()
+
+
+class CVAELSTMDecoder(LSTMDecoder):
+    """fairseq's attentional LSTMDecoder, given z."""
+
+    def __init__(self, latent_dim: int, injection: str, **kwargs):
+        super().__init__(**kwargs)
+        embed_dim = self.embed_tokens.embedding_dim
+        self.latent_to_embedding = nn.Linear(latent_dim, embed_dim) if injection in ("embedding", "both") else None
+        self.latent_to_memory = (
+            nn.Linear(latent_dim, self.encoder_output_units) if injection in ("memory", "both") else None
+        )
+        if self.latent_to_memory is not None and self.attention is None:
+            raise ValueError("--latent-injection memory needs the decoder's attention (--decoder-attention 1)")
+
+    def latent_features(self, z: Tensor) -> Tensor:
+        if self.latent_to_embedding is None:
+            raise ValueError("--bow-loss-weight with cvae_lstm needs --latent-injection embedding or both")
+        if not self.share_input_output_embed and self.fc_out.in_features != self.latent_to_embedding.out_features:
+            raise ValueError("--bow-loss-weight with cvae_lstm needs --decoder-out-embed-dim equal to "
+                             "--decoder-embed-dim (or --share-decoder-input-output-embed)")
+        return self.latent_to_embedding(z)
+
+    def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
+        if encoder_out is None or "z" not in encoder_out:
+            raise ValueError("the cvae_lstm decoder needs the encoder's output with a latent code")
+        z = encoder_out["z"]
+        states, hiddens, cells, padding_mask = encoder_out["source"]
+        if self.latent_to_memory is not None:
+            memory = self.latent_to_memory(z).to(states.dtype).unsqueeze(0)  # 1 x B x C
+            states = torch.cat([states, memory], dim=0)
+            padding_mask = torch.cat([padding_mask, padding_mask.new_zeros(1, padding_mask.size(1))], dim=0)
+        self.embed_tokens.shift = None if self.latent_to_embedding is None else self.latent_to_embedding(z)
+        try:
+            return super().forward(prev_output_tokens, encoder_out=(states, hiddens, cells, padding_mask),
+                                   incremental_state=incremental_state)
+        finally:
+            self.embed_tokens.shift = None
+
+
+@register_model("cvae_lstm")
+class CVAELSTMModel(CVAEModelMixin, LSTMModel):
+    """Conditional VAE with fairseq's attentional LSTM networks (``--arch cvae_lstm``)."""
+
+    @staticmethod
+    def add_args(parser):
+        LSTMModel.add_args(parser)
+        add_latent_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        cvae_lstm(args)
+        if args.encoder_layers != args.decoder_layers:
+            raise ValueError("--encoder-layers must match --decoder-layers (the decoder starts from the encoder's states)")
+        for name in ("encoder_embed_path", "decoder_embed_path"):
+            if getattr(args, name, None):
+                raise ValueError(f"--{name.replace('_', '-')} is not supported by cvae_lstm")
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        if args.share_all_embeddings:
+            if src_dict != tgt_dict:
+                raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
+            if args.encoder_embed_dim != args.decoder_embed_dim:
+                raise ValueError("--share-all-embeddings needs --encoder-embed-dim equal to --decoder-embed-dim")
+        encoder_embed = shifted_embedding(src_dict, args.encoder_embed_dim)
+        decoder_embed = encoder_embed if args.share_all_embeddings else shifted_embedding(tgt_dict, args.decoder_embed_dim)
+        max_source_positions = getattr(args, "max_source_positions", None) or 1e5
+        max_target_positions = getattr(args, "max_target_positions", None) or 1e5
+        encoder = CVAELSTMEncoder(args, src_dict, tgt_dict, encoder_embed, decoder_embed, max_source_positions)
+        decoder = CVAELSTMDecoder(
+            args.latent_dim, args.latent_injection,
+            dictionary=tgt_dict, embed_dim=args.decoder_embed_dim, hidden_size=args.decoder_hidden_size,
+            out_embed_dim=args.decoder_out_embed_dim, num_layers=args.decoder_layers,
+            dropout_in=args.decoder_dropout_in, dropout_out=args.decoder_dropout_out,
+            attention=utils.eval_bool(args.decoder_attention), encoder_output_units=encoder.output_units,
+            pretrained_embed=decoder_embed, share_input_output_embed=args.share_decoder_input_output_embed,
+            max_target_positions=max_target_positions,
+        )
+        return cls(encoder, decoder)
+
+
+@register_model_architecture("cvae_lstm", "cvae_lstm")
+def cvae_lstm(args):
+    """fairseq's ``lstm`` defaults (512-d, one layer, attention) and a 32-d z."""
+    latent_defaults(args)
+    lstm_base_architecture(args)

@@ -1,0 +1,159 @@
+"""``cvae_transformer``: fairseq's ``transformer`` for translation with a latent z
+(see :mod:`.cvae`).  Every option of ``--arch transformer`` keeps its meaning; the model
+adds the latent options, so swapping ``--arch transformer`` for ``--arch
+cvae_transformer`` (and the criterion for ``vrae_elbo``) is the whole change.
+
+z reaches the decoder as in ``vrae_transformer``: a projection added to every input
+embedding (``embedding``), and/or one extra source position that the decoder's
+encoder-attention reads (``memory``), whose keys and values fairseq caches and reorders
+with the rest of the incremental state.
+"""
+
+import copy
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import (
+    TransformerConfig,
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+)
+from fairseq.models.transformer.transformer_legacy import base_architecture
+from torch import Tensor
+
+from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, latent_defaults, masked_mean
+from .vrae_transformer import LatentShiftedEmbedding, freeze_fused_kernel_copies
+
+
+def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
+    """A word embedding initialised as fairseq's Transformer initialises its own."""
+    embedding = LatentShiftedEmbedding(len(dictionary), dim, padding_idx=dictionary.pad())
+    nn.init.normal_(embedding.weight, mean=0, std=dim**-0.5)
+    nn.init.constant_(embedding.weight[dictionary.pad()], 0)
+    return embedding
+
+
+class CVAETransformerEncoder(CVAEEncoder):
+    """fairseq's TransformerEncoder on the source; a shallower one (sharing the
+    decoder's embedding) on the target for q(z|x, y); both mean-pooled."""
+
+    def __init__(self, cfg: TransformerConfig, args, src_dict, tgt_dict, encoder_embed, decoder_embed):
+        dim = cfg.encoder.embed_dim
+        super().__init__(src_dict, dim, dim, args.latent_dim, args.prior_hidden_dim, args.posterior_bn_gamma)
+        self.transformer = TransformerEncoderBase(cfg, src_dict, encoder_embed)
+        reader_cfg = copy.deepcopy(cfg)
+        reader_cfg.encoder.layers = args.posterior_encoder_layers
+        reader_cfg.encoder.layers_to_keep = None
+        reader_cfg.max_source_positions = cfg.max_target_positions
+        self.target_reader = TransformerEncoderBase(reader_cfg, tgt_dict, decoder_embed)
+        for encoder in (self.transformer, self.target_reader):
+            freeze_fused_kernel_copies(encoder)
+
+    def encode_source(self, src_tokens, src_lengths):
+        out = self.transformer(src_tokens, src_lengths=src_lengths)
+        return out, masked_mean(out["encoder_out"][0], out["encoder_padding_mask"][0])
+
+    def summarize_target(self, target_tokens: Tensor) -> Tensor:
+        out = self.target_reader(target_tokens)
+        return masked_mean(out["encoder_out"][0], out["encoder_padding_mask"][0])
+
+    def reorder_source(self, source, new_order):
+        return self.transformer.reorder_encoder_out(source, new_order)
+
+    def max_positions(self):
+        return self.transformer.max_positions()
+
+
+class CVAETransformerDecoder(TransformerDecoderBase):
+    """fairseq's TransformerDecoder (with encoder-attention), given z."""
+
+    def __init__(self, cfg: TransformerConfig, dictionary, embed_tokens: LatentShiftedEmbedding,
+                 latent_dim: int, injection: str):
+        super().__init__(cfg, dictionary, embed_tokens)
+        dim = cfg.decoder.embed_dim
+        self.latent_to_embedding = nn.Linear(latent_dim, dim) if injection in ("embedding", "both") else None
+        self.latent_to_memory = (
+            nn.Linear(latent_dim, cfg.encoder.embed_dim) if injection in ("memory", "both") else None
+        )
+
+    def latent_features(self, z: Tensor) -> Tensor:
+        """z in the decoder's feature space (the bag-of-words head reads this)."""
+        projection = self.latent_to_embedding if self.latent_to_embedding is not None else self.latent_to_memory
+        return projection(z)
+
+    def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
+        if encoder_out is None or "z" not in encoder_out:
+            raise ValueError("the cvae_transformer decoder needs the encoder's output with a latent code")
+        z, source = encoder_out["z"], dict(encoder_out["source"])
+        if self.latent_to_memory is not None:
+            states, mask = source["encoder_out"][0], source["encoder_padding_mask"][0]
+            memory = self.latent_to_memory(z).to(states.dtype).unsqueeze(0)  # 1 x B x C
+            source["encoder_out"] = [torch.cat([states, memory], dim=0)]
+            source["encoder_padding_mask"] = [torch.cat([mask, mask.new_zeros(mask.size(0), 1)], dim=1)]
+        self.embed_tokens.shift = None if self.latent_to_embedding is None else self.latent_to_embedding(z)
+        try:
+            return super().forward(prev_output_tokens, encoder_out=source, incremental_state=incremental_state, **kwargs)
+        finally:
+            self.embed_tokens.shift = None
+
+
+@register_model("cvae_transformer")
+class CVAETransformerModel(CVAEModelMixin, TransformerModel):
+    """Conditional VAE with fairseq's Transformer networks (``--arch cvae_transformer``)."""
+
+    @classmethod
+    def add_args(cls, parser):
+        TransformerModel.add_args(parser)
+        add_latent_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        cvae_transformer(args)
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        if args.share_all_embeddings:
+            if src_dict != tgt_dict:
+                raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
+            if args.encoder_embed_dim != args.decoder_embed_dim:
+                raise ValueError("--share-all-embeddings needs --encoder-embed-dim equal to --decoder-embed-dim")
+            args.share_decoder_input_output_embed = True
+        for name in ("encoder_embed_path", "decoder_embed_path"):
+            if getattr(args, name, None):
+                raise ValueError(f"--{name.replace('_', '-')} is not supported by cvae_transformer")
+        cfg = TransformerConfig.from_namespace(args)
+        encoder_embed = shifted_embedding(src_dict, cfg.encoder.embed_dim)
+        decoder_embed = encoder_embed if args.share_all_embeddings else shifted_embedding(tgt_dict, cfg.decoder.embed_dim)
+        encoder = CVAETransformerEncoder(cfg, args, src_dict, tgt_dict, encoder_embed, decoder_embed)
+        decoder = CVAETransformerDecoder(cfg, tgt_dict, decoder_embed, args.latent_dim, args.latent_injection)
+        return cls(args, encoder, decoder)
+
+
+# Architectures only fill in defaults.
+
+
+@register_model_architecture("cvae_transformer", "cvae_transformer")
+def cvae_transformer(args):
+    """The translation bench's size: 3 + 3 layers of 256, 4 heads, FFN 512, 32-d z."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 512)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
+    args.encoder_layers = getattr(args, "encoder_layers", 3)
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", args.encoder_embed_dim)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", args.encoder_ffn_embed_dim)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
+    args.decoder_layers = getattr(args, "decoder_layers", 3)
+    latent_defaults(args)
+    base_architecture(args)
+
+
+@register_model_architecture("cvae_transformer", "cvae_transformer_iwslt_de_en")
+def cvae_transformer_iwslt_de_en(args):
+    """fairseq's transformer_iwslt_de_en sizes: 6 + 6 layers of 512, 4 heads, FFN 1024."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1024)
+    args.encoder_layers = getattr(args, "encoder_layers", 6)
+    args.decoder_layers = getattr(args, "decoder_layers", 6)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 1024)
+    cvae_transformer(args)

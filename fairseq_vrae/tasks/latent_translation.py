@@ -1,0 +1,139 @@
+"""The ``latent_translation`` task: fairseq's ``translation`` task that chooses which
+latent code a conditional VAE (``cvae_transformer``, ``cvae_lstm``) translates with.
+
+Every option of ``--task translation`` keeps its meaning.  Added:
+
+* ``--latent-mode prior-mean`` (default): z = the mean of p(z|x), deterministic (what
+  the stock ``translation`` task does with these models too);
+* ``--latent-mode prior-sample --samples-per-source K``: K draws of p(z|x) per source,
+  each fixed by (``--seed``, sentence id, k), each decoded with the user's search and
+  printed as K x ``--nbest`` hypotheses of that source;
+* ``--latent-mode posterior-mean``: z = the mean of q(z|x, y), read from the reference
+  translation (fairseq-generate on binarized pairs only), to show what z carries.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict
+
+import torch
+from fairseq.dataclass import ChoiceEnum
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import II
+
+from ..criterions.vrae_elbo import LatentEvaluationConfig
+from ..models.cvae import CVAEModelMixin
+
+logger = logging.getLogger(__name__)
+
+LATENT_MODES = ChoiceEnum(["prior-mean", "prior-sample", "posterior-mean"])
+
+
+@dataclass
+class LatentTranslationConfig(TranslationConfig):
+    latent_mode: LATENT_MODES = field(
+        default="prior-mean",
+        metadata={"help": "generation: which z to translate with: the mean of p(z|x), draws "
+                  "from p(z|x), or the mean of q(z|x, y) (needs the reference)"},
+    )
+    samples_per_source: int = field(
+        default=1,
+        metadata={"help": "--latent-mode prior-sample: draws of z per source, each decoded "
+                  "with the chosen search (K x --nbest hypotheses per source)"},
+    )
+    seed: int = II("common.seed")
+
+
+def sample_seeds(seed: int, ids: torch.Tensor, samples: int) -> torch.Tensor:
+    """One seed per (sentence id, draw k): the same draws whatever the batching."""
+    ids = ids.cpu().long()
+    draws = torch.arange(samples, dtype=torch.long).repeat(ids.numel())
+    return seed * 1_000_003 + ids.repeat_interleave(samples) * samples + draws
+
+
+@register_task("latent_translation", dataclass=LatentTranslationConfig)
+class LatentTranslationTask(TranslationTask):
+    """``translation`` with a choice of latent code for conditional VAEs."""
+
+    def __init__(self, cfg: LatentTranslationConfig, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        if cfg.samples_per_source < 1:
+            raise ValueError(f"--samples-per-source must be >= 1, got {cfg.samples_per_source}")
+        if cfg.samples_per_source > 1 and cfg.latent_mode != "prior-sample":
+            raise ValueError(
+                f"--samples-per-source {cfg.samples_per_source} draws several codes per source, "
+                f"which needs --latent-mode prior-sample (--latent-mode {cfg.latent_mode} gives one)"
+            )
+        self._nbest_per_sample: Dict[int, int] = {}
+        self._nbest = None  # hypotheses kept per code (--nbest), once a generator is built
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        # so that fairseq-validate takes --iw-samples without --criterion (the override
+        # reaches the checkpoint's vrae_elbo criterion)
+        gen_parser_from_dataclass(parser, LatentEvaluationConfig())
+
+    def build_model(self, cfg, from_checkpoint=False):
+        name = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
+        model_class = ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)
+        if model_class is not None and not issubclass(model_class, CVAEModelMixin):
+            raise ValueError(
+                f"the latent_translation task needs a conditional VAE (--arch cvae_transformer "
+                f"or cvae_lstm), but this checkpoint/configuration holds a {name!r} model, which "
+                f"has no latent code: translate it with --task translation"
+            )
+        return super().build_model(cfg, from_checkpoint)
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        samples = self.cfg.samples_per_source
+        if samples > 1:
+            # each source gets K x nbest hypotheses, printed by fairseq-generate/-interactive
+            base = self._nbest_per_sample.setdefault(id(args), args.nbest)
+            args.nbest = base * samples
+            self._nbest = base
+        return super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
+        )
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        mode = self.cfg.latent_mode
+        net_input = dict(sample["net_input"])
+        if mode == "posterior-mean":
+            if "prev_output_tokens" not in net_input:
+                raise ValueError(
+                    "--latent-mode posterior-mean reads the reference translation, and this input "
+                    "has none (fairseq-interactive, or data without the target side): use "
+                    "fairseq-generate on binarized pairs, or --latent-mode prior-mean"
+                )
+            net_input.update(posterior_tokens=net_input["prev_output_tokens"], sample_posterior=False)
+            return super().inference_step(generator, models, dict(sample, net_input=net_input),
+                                          prefix_tokens=prefix_tokens, constraints=constraints)
+        if mode == "prior-mean":
+            return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                          constraints=constraints)
+        samples = self.cfg.samples_per_source
+        batch_size = net_input["src_tokens"].size(0)
+        ids = sample.get("id")
+        if ids is None:
+            ids = torch.arange(batch_size)
+        rows = torch.arange(batch_size, device=net_input["src_tokens"].device).repeat_interleave(samples)
+        expanded = {
+            key: value.index_select(0, rows) if torch.is_tensor(value) and value.dim() > 0 and value.size(0) == batch_size else value
+            for key, value in net_input.items()
+        }
+        expanded["latent_seeds"] = sample_seeds(self.cfg.seed, ids, samples)
+        expanded.pop("prev_output_tokens", None)
+        repeat = (lambda t: None if t is None else t.index_select(0, rows))
+        hypotheses = super().inference_step(
+            generator, models, {"id": ids.repeat_interleave(samples), "net_input": expanded},
+            prefix_tokens=repeat(prefix_tokens), constraints=repeat(constraints),
+        )
+        keep = self._nbest if samples > 1 else None
+        return [
+            [hypo for k in range(samples) for hypo in hypotheses[b * samples + k][:keep]]
+            for b in range(batch_size)
+        ]
