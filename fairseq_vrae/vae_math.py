@@ -65,6 +65,21 @@ def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
     return per_dim_mean.clamp(min=free_bits).sum() * batch_size
 
 
+def free_bits_kl_to_prior(mu: Tensor, logvar: Tensor, prior_mu: Tensor, prior_logvar: Tensor, free_bits: float) -> Tensor:
+    """The free-bits KL term when the prior may be learned (a conditional VAE's p(z|c)).
+
+    Its value is :func:`free_bits_kl` of the KL.  The floor only spares the posterior:
+    below it, a learned prior would otherwise get no gradient and never learn to match
+    q, so the prior's gradient is that of the plain KL, passed straight through.  For a
+    fixed prior (no gradient) this is exactly :func:`free_bits_kl`.
+    """
+    floored = free_bits_kl(gaussian_kl(mu, logvar, prior_mu.detach(), prior_logvar.detach()), free_bits)
+    if not (prior_mu.requires_grad or prior_logvar.requires_grad):
+        return floored
+    prior_fit = gaussian_kl(mu.detach(), logvar.detach(), prior_mu, prior_logvar).sum()
+    return floored + (prior_fit - prior_fit.detach())
+
+
 def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """log N(z; mu, diag(exp(logvar))), summed over the last dimension, in float32
     (float64 if the inputs are)."""

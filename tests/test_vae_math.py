@@ -138,3 +138,24 @@ def test_log_variance_clamp_keeps_exp_finite_in_fp16():
     assert clamped.min() == vae_math.LOGVAR_MIN and clamped.max() == vae_math.LOGVAR_MAX
     assert torch.isfinite(clamped.exp()).all()  # computed in fp16 itself
     assert torch.isfinite((0.5 * clamped).exp()).all()
+
+
+def test_free_bits_below_the_floor_still_train_a_learned_prior_but_spare_the_posterior():
+    from fairseq_vrae.vae_math import free_bits_kl, free_bits_kl_to_prior, gaussian_kl
+
+    torch.manual_seed(0)
+    mu = (0.05 * torch.randn(6, 4)).requires_grad_()
+    logvar = (-0.01 * torch.rand(6, 4)).requires_grad_()
+    prior_mu = (0.05 * torch.randn(6, 4)).requires_grad_()
+    prior_logvar = torch.zeros(6, 4, requires_grad=True)
+    term = free_bits_kl_to_prior(mu, logvar, prior_mu, prior_logvar, free_bits=0.5)
+    plain = free_bits_kl(gaussian_kl(mu, logvar, prior_mu, prior_logvar), 0.5)
+    assert torch.allclose(term, plain)  # the value is the floored KL: 4 dims x 0.5 x 6 sentences
+    assert math.isclose(float(term), 12.0, rel_tol=1e-6)
+    term.backward()
+    assert mu.grad.abs().sum() == 0 and logvar.grad.abs().sum() == 0  # the floor spares q
+    expected_prior_grad = torch.autograd.grad(gaussian_kl(mu.detach(), logvar.detach(), prior_mu, prior_logvar).sum(), prior_mu)[0]
+    assert prior_mu.grad.abs().sum() > 0 and torch.allclose(prior_mu.grad, expected_prior_grad)
+    # a fixed prior: exactly free_bits_kl
+    fixed = free_bits_kl_to_prior(mu.detach(), logvar.detach(), torch.zeros(6, 4), torch.zeros(6, 4), 0.01)
+    assert torch.equal(fixed, free_bits_kl(gaussian_kl(mu.detach(), logvar.detach(), torch.zeros(6, 4), torch.zeros(6, 4)), 0.01))

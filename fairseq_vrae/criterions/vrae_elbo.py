@@ -23,7 +23,7 @@ from omegaconf import II, OmegaConf, open_dict
 
 from ..evaluation import ActiveUnitsMeter, MutualInformationMeter, importance_weighted_evaluation
 from ..models.latent import find_latent_layer
-from ..vae_math import free_bits_kl, gaussian_kl, kl_weight
+from ..vae_math import free_bits_kl_to_prior, gaussian_kl, kl_weight
 from .recipes import RECIPES, recipe_settings
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,9 @@ class VRAEELBOCriterion(FairseqCriterion):
                     ),
                 )
         logits, extra = model(**net_input)
+        if not isinstance(extra, dict) or "mu" not in extra:
+            find_latent_layer(model)  # explains which models this criterion trains
+            raise ValueError(f"{type(model).__name__} does not return the latent contract (mu, logvar, ...)")
         target = sample["target"]
         flat_logits = logits.float().view(-1, logits.size(-1))
         if training and self.cfg.label_smoothing > 0:
@@ -235,7 +238,11 @@ class VRAEELBOCriterion(FairseqCriterion):
         bow = self.bag_of_words_nll(model, extra, target) if self.cfg.bow_loss_weight > 0 else None
         if training:
             beta = self.kl_weight_for(find_latent_layer(model))
-            kl_term = free_bits_kl(kl_per_dim, self.cfg.free_bits) if self.cfg.free_bits > 0 else kl
+            if self.cfg.free_bits > 0:
+                kl_term = free_bits_kl_to_prior(extra["mu"], extra["logvar"], extra["prior_mu"],
+                                                extra["prior_logvar"], self.cfg.free_bits)
+            else:
+                kl_term = kl
             loss = smoothed + beta * kl_term
             if bow is not None:
                 loss = loss + self.cfg.bow_loss_weight * bow

@@ -95,6 +95,30 @@ class CVAEModelMixin:
         extra = extra if isinstance(extra, dict) else {"attn": extra}
         return logits, dict(extra, **{k: v for k, v in latent.items() if k != "source"})
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
+                        data_name_or_path: str = ".", latent_mode: str = "prior-mean",
+                        samples_per_source: int = 1, **kwargs):
+        """fairseq's hub interface (``translate``, ``sample``, ``generate``) over the
+        ``latent_translation`` task, whichever task the model was trained with: with
+        ``latent_mode="prior-sample"`` and ``samples_per_source=K``, ``generate`` returns
+        K x beam hypotheses per source."""
+        from fairseq import hub_utils
+        from omegaconf import open_dict
+
+        from ..tasks.latent_translation import LatentTranslationTask
+
+        loaded = hub_utils.from_pretrained(
+            model_name_or_path, checkpoint_file, data_name_or_path, archive_map=cls.hub_models(), **kwargs
+        )
+        cfg, task = loaded["args"], loaded["task"]
+        with open_dict(cfg):
+            cfg.task.latent_mode = latent_mode
+            cfg.task.samples_per_source = samples_per_source
+            cfg.task.seed = cfg.common.seed
+        latent_task = LatentTranslationTask(cfg.task, task.source_dictionary, task.target_dictionary)
+        return hub_utils.GeneratorHubInterface(cfg, latent_task, loaded["models"])
+
     def bag_of_words_logits(self, latent: Dict[str, Tensor]) -> Tensor:
         """Scores over the target vocabulary from z alone (kgCVAE's bag-of-words loss,
         Zhao et al. 2017): the decoder's projection of z through its output layer, so

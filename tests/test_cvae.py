@@ -1,0 +1,310 @@
+"""The conditional VAE (cvae_transformer, cvae_lstm) on fairseq's translation task."""
+
+import copy
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from fairseq import tasks
+
+import helpers
+from fairseq_vrae.criterions.vrae_elbo import VRAEELBOCriterion
+from fairseq_vrae.models.cvae_transformer import CVAETransformerModel
+from fairseq_vrae.models.latent import ConditionalGaussianPrior
+
+BIN = os.path.dirname(sys.executable)
+W = helpers.WORDS
+
+
+def two_variant_pairs(count: int, seed: int):
+    """Each source is translated either word for word or through a fixed substitution,
+    by a coin the source does not show: only z can tell the decoder which."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        words = [rng.choice(W[:12]) for _ in range(rng.randint(3, 6))]
+        target = words if rng.random() < 0.5 else [W[W.index(w) + 12] for w in words]
+        pairs.append((" ".join(words), " ".join(target)))
+    return pairs
+
+
+TINY_TRANSFORMER = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+                    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--share-all-embeddings"]
+
+
+def cvae_train_args(data, save_dir, arch="cvae_transformer", extra=()):
+    sizes = TINY_TRANSFORMER if arch == "cvae_transformer" else [
+        "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-hidden-size", "32",
+        "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32", "--share-all-embeddings"]
+    return [data, "--user-dir", helpers.USER_DIR, "--task", "translation", "-s", "en", "-t", "de",
+            "--arch", arch, *sizes, "--latent-dim", "4", "--dropout", "0", "--optimizer", "adam",
+            "--lr", "0.005", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20",
+            "--criterion", "vrae_elbo", "--kl-schedule", "linear", "--kl-warmup-updates", "200",
+            "--free-bits", "0.5", "--bow-loss-weight", "1", "--max-tokens", "1200", "--cpu",
+            "--num-workers", "0", "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", "3",
+            "--log-format", "json", "--log-interval", "50", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny cvae_transformer trained for 500 updates on the two-variant pairs."""
+    root = tmp_path_factory.mktemp("cvae")
+    test = two_variant_pairs(40, seed=1)
+    data = helpers.binarize_pair(str(root / "corpus"), {"train": two_variant_pairs(600, seed=0), "valid": test, "test": test})
+    save_dir = str(root / "checkpoints")
+    helpers.run_train(cvae_train_args(data, save_dir, extra=["--max-update", "500", "--distributed-world-size", "1"]))
+    return data, os.path.join(save_dir, "checkpoint_last.pt"), test
+
+
+def run(command, *args, timeout=300, stdin=None):
+    done = subprocess.run([os.path.join(BIN, command), *args], capture_output=True, text=True,
+                          timeout=timeout, input=stdin)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def generate(data, checkpoint, *flags):
+    out = run("fairseq-generate", data, "--user-dir", helpers.USER_DIR, "-s", "en", "-t", "de", "--path",
+              checkpoint, "--gen-subset", "test", "--beam", "4", "--batch-size", "16", "--cpu", *flags)
+    hypotheses = {}
+    for line in out.splitlines():
+        if line.startswith("H-"):
+            key, _, text = line.split("\t")
+            hypotheses.setdefault(int(key[2:]), []).append(text)
+    return hypotheses
+
+
+def exact(hypotheses, test):
+    return sum(hypotheses[i][0] == target for i, (_, target) in enumerate(test)) / len(test)
+
+
+def test_posterior_mean_translations_follow_the_reference_that_the_prior_cannot_know(trained):
+    data, checkpoint, test = trained
+    prior = generate(data, checkpoint, "--task", "latent_translation")
+    posterior = generate(data, checkpoint, "--task", "latent_translation", "--latent-mode", "posterior-mean")
+    assert exact(posterior, test) >= exact(prior, test) + 0.2, (exact(posterior, test), exact(prior, test))
+
+
+def test_prior_mean_translation_is_deterministic_and_is_what_the_stock_task_does(trained):
+    data, checkpoint, _ = trained
+    stock = generate(data, checkpoint, "--task", "translation")
+    again = generate(data, checkpoint, "--task", "translation", "--seed", "7")
+    latent = generate(data, checkpoint, "--task", "latent_translation", "--latent-mode", "prior-mean")
+    assert stock == again == latent
+    assert all(len(h) == 1 for h in stock.values())
+
+
+def test_prior_samples_differ_across_draws_and_repeat_with_the_seed(trained):
+    data, checkpoint, test = trained
+    flags = ["--task", "latent_translation", "--latent-mode", "prior-sample", "--samples-per-source", "5"]
+    first = generate(data, checkpoint, *flags)
+    assert sorted(first) == list(range(len(test))) and all(len(h) == 5 for h in first.values())
+    assert generate(data, checkpoint, *flags) == first
+    varied = sum(len(set(h)) > 1 for h in first.values()) / len(first)
+    assert varied >= 0.5, first
+    # both variants of the data appear among the draws of one source
+    covered = sum(any(h == t for h in first[i]) and any(h != t for h in first[i]) for i, (_, t) in enumerate(test))
+    assert covered >= 0.3 * len(test)
+    assert generate(data, checkpoint, *flags, "--seed", "11") != first
+    # --nbest keeps that many hypotheses of each draw
+    two_best = generate(data, checkpoint, *flags, "--nbest", "2")
+    assert all(len(h) == 10 for h in two_best.values())
+    assert all(h[0::2] == first[i] for i, h in two_best.items())
+
+
+def test_interactive_and_hub_give_k_samples_per_source(trained):
+    data, checkpoint, test = trained
+    sources = [source for source, _ in test[:3]]
+    out = run("fairseq-interactive", data, "--user-dir", helpers.USER_DIR, "--task", "latent_translation",
+              "--latent-mode", "prior-sample", "--samples-per-source", "3", "-s", "en", "-t", "de",
+              "--path", checkpoint, "--beam", "2", "--cpu", "--seed", "3", stdin="\n".join(sources) + "\n")
+    printed = [line.split("\t")[2] for line in out.splitlines() if line.startswith("H-")]
+    assert len(printed) == 9
+
+    import fairseq_vrae  # noqa: F401
+
+    hub = CVAETransformerModel.from_pretrained(os.path.dirname(checkpoint), "checkpoint_last.pt", data,
+                                               latent_mode="prior-sample", samples_per_source=3)
+    hub.eval()
+    tokens = [hub.encode(s) for s in sources]
+    # one sentence per batch, as fairseq-interactive reads them, and the checkpoint's
+    # --seed (3), which the hub keeps: the same seeded draws
+    generated = [hypos for t in tokens for hypos in hub.generate([t], beam=2)]
+    assert [hub.decode(h["tokens"]) for hypos in generated for h in hypos] == printed
+    assert len({tuple(h) for h in (printed[0:3], printed[3:6], printed[6:9])}) == 3
+    mean = CVAETransformerModel.from_pretrained(os.path.dirname(checkpoint), "checkpoint_last.pt", data)
+    assert mean.translate(sources, beam=4) == [generate(data, checkpoint, "--task", "translation")[i][0] for i in range(3)]
+
+
+def test_posterior_mean_without_a_reference_is_a_clear_error(trained):
+    data, checkpoint, _ = trained
+    done = subprocess.run(
+        [os.path.join(BIN, "fairseq-interactive"), data, "--user-dir", helpers.USER_DIR, "--task", "latent_translation",
+         "--latent-mode", "posterior-mean", "-s", "en", "-t", "de", "--path", checkpoint, "--cpu"],
+        capture_output=True, text=True, input="log a sat a\n", timeout=300)
+    assert done.returncode != 0 and "reads the reference translation" in done.stderr
+
+
+def test_validate_reports_an_importance_weighted_nll_below_the_bound(trained):
+    data, checkpoint, _ = trained
+    out = run("fairseq-validate", data, "--user-dir", helpers.USER_DIR, "--task", "latent_translation", "-s", "en",
+              "-t", "de", "--path", checkpoint, "--valid-subset", "test", "--iw-samples", "50", "--cpu",
+              "--batch-size", "16")
+    values = {k: float(v) for k, v in re.findall(r"\| (iw_nll|elbo|kl|mi|au|nll_loss) ([\d.]+)", out)}
+    assert {"iw_nll", "elbo", "kl", "mi", "au", "nll_loss"} <= set(values), out[-2000:]
+    assert values["iw_nll"] <= values["elbo"] + 1e-3
+    assert values["kl"] > 0.5 and values["au"] >= 1
+
+
+def test_a_plain_transformer_checkpoint_is_refused_by_latent_translation(trained, tmp_path):
+    data, _, _ = trained
+    save_dir = str(tmp_path / "plain")
+    helpers.run_train([data, "--task", "translation", "-s", "en", "-t", "de", "--arch", "transformer",
+                       *TINY_TRANSFORMER, "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "1200",
+                       "--max-update", "1", "--cpu", "--num-workers", "0", "--distributed-world-size", "1",
+                       "--save-dir", save_dir, "--disable-validation"])
+    done = subprocess.run(
+        [os.path.join(BIN, "fairseq-generate"), data, "--user-dir", helpers.USER_DIR, "--task", "latent_translation",
+         "-s", "en", "-t", "de", "--path", os.path.join(save_dir, "checkpoint_last.pt"), "--cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "needs a conditional VAE" in done.stderr and "--task translation" in done.stderr
+
+
+# ---- without training ---------------------------------------------------------------
+
+
+def build(arch, tmp_path, extra=()):
+    pairs = two_variant_pairs(30, seed=0)
+    data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": pairs, "valid": pairs[:8]})
+    import fairseq_vrae  # noqa: F401
+    from fairseq import options
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, cvae_train_args(data, str(tmp_path / "ck"), arch, extra))
+    task = tasks.setup_task(args)
+    task.load_dataset("train")
+    model = task.build_model(args)
+    criterion = task.build_criterion(args)
+    batch = task.dataset("train").collater([task.dataset("train")[i] for i in range(8)])
+    return task, model, criterion, batch
+
+
+@pytest.mark.parametrize("arch", ["cvae_transformer", "cvae_lstm"])
+def test_every_parameter_gets_a_gradient_the_prior_network_included(arch, tmp_path):
+    _, model, criterion, batch = build(arch, tmp_path)
+    model.train()
+    model.set_num_updates(100)
+    loss, _, log = criterion(model, batch)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing
+    prior = [m for m in model.modules() if isinstance(m, ConditionalGaussianPrior)]
+    assert len(prior) == 1 and all(p.grad.abs().sum() > 0 for p in prior[0].parameters())
+    assert float(log["bow"]) > 0
+
+
+@pytest.mark.parametrize("arch", ["cvae_transformer", "cvae_lstm"])
+@pytest.mark.parametrize("mode", ["prior-mean", "prior-sample"])
+def test_incremental_decoding_with_beam_reordering_matches_a_full_pass(arch, mode, tmp_path):
+    """As in beam search: each source's encoder output (z and its memory position
+    included) is copied to its beams, and reordering moves hypotheses within a source."""
+    _, model, _, batch = build(arch, tmp_path)
+    model.eval()
+    beams, sources = 2, 4
+    net_input = batch["net_input"]
+    rows = torch.arange(sources).repeat_interleave(beams)
+    extra = {"latent_seeds": torch.arange(sources)} if mode == "prior-sample" else {}
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"][:sources], net_input["src_lengths"][:sources], **extra)
+        encoder_out = model.encoder.reorder_encoder_out(encoder_out, rows)
+        prev = net_input["prev_output_tokens"][rows].clone()
+        prev[1::2, 1:4] = prev[1::2, 1:4].flip(1)  # the second beam of each source follows another prefix
+        order = torch.tensor([1, 1, 2, 3, 5, 4, 7, 7])
+        state, before, after = {}, 2, 2  # targets have >= 3 words: no padding in 4 steps
+        for t in range(before):
+            model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+        model.decoder.reorder_incremental_state_scripting(state, order)
+        moved_out = model.encoder.reorder_encoder_out(encoder_out, order)
+        moved_prev = prev[order]
+        steps = [model.decoder(moved_prev[:, : t + 1], encoder_out=moved_out, incremental_state=state)[0]
+                 for t in range(before, before + after)]
+        full, _ = model.decoder(moved_prev[:, : before + after], encoder_out=moved_out)
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, before:], atol=1e-5)
+    if mode == "prior-sample":  # the draws differ between sources and change the output
+        assert not torch.allclose(encoder_out["z"][0], encoder_out["z"][2])
+
+
+def test_label_smoothing_changes_training_only_and_nll_loss_is_unsmoothed(tmp_path):
+    task, model, plain, batch = build("cvae_transformer", tmp_path)
+    smoothed_cfg = copy.deepcopy(plain.cfg)
+    smoothed_cfg.label_smoothing = 0.1
+    smoothed = VRAEELBOCriterion(smoothed_cfg, task)
+    model.set_num_updates(10_000)
+    results = {}
+    for name, criterion in (("plain", plain), ("smoothed", smoothed)):
+        for mode in ("train", "eval"):
+            getattr(model, mode)()
+            torch.manual_seed(0)
+            loss, _, log = criterion(model, batch)
+            results[name, mode] = (float(loss), float(log["nll_loss"]), float(log["rec"]))
+    assert results["smoothed", "train"][0] > results["plain", "train"][0]  # smoothing costs something
+    assert results["smoothed", "train"][1:] == results["plain", "train"][1:]  # logged likelihood unsmoothed
+    assert results["smoothed", "eval"] == results["plain", "eval"]  # validation is the true bound
+
+
+def test_bag_of_words_loss_is_the_negative_log_likelihood_of_the_target_words(tmp_path):
+    _, model, criterion, batch = build("cvae_transformer", tmp_path)
+    model.eval()
+    with torch.no_grad():
+        _, extra = model(**batch["net_input"])
+        log_probs = torch.log_softmax(model.bag_of_words_logits(extra).float(), dim=-1)
+        expected = 0.0
+        eos, pad = model.decoder.dictionary.eos(), model.decoder.dictionary.pad()
+        for row, target in enumerate(batch["target"].tolist()):
+            expected -= sum(float(log_probs[row, word]) for word in target if word not in (eos, pad))
+        assert math.isclose(float(criterion.bag_of_words_nll(model, extra, batch["target"])), expected, rel_tol=1e-5)
+
+
+def test_vrae_elbo_on_a_model_without_a_latent_or_without_a_bag_of_words_head_is_a_clear_error(tmp_path):
+    pairs = two_variant_pairs(10, seed=0)
+    data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": pairs, "valid": pairs})
+    with pytest.raises(ValueError, match="has no latent layer"):
+        helpers.run_train([data, "--user-dir", helpers.USER_DIR, "--task", "translation", "-s", "en", "-t", "de",
+                           "--arch", "transformer", *TINY_TRANSFORMER, "--criterion", "vrae_elbo",
+                           "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "500",
+                           "--max-update", "1", "--cpu", "--num-workers", "0", "--distributed-world-size", "1",
+                           "--save-dir", str(tmp_path / "ck"), "--disable-validation"])
+    mono = helpers.binarize(str(tmp_path / "mono"), {"train": helpers.random_sentences(20), "valid": helpers.random_sentences(4)})
+    with pytest.raises(ValueError, match="bag-of-words head"):
+        helpers.run_train(helpers.vrae_train_args(mono, str(tmp_path / "ck2"), ["--bow-loss-weight", "1", "--max-update", "1"]))
+
+
+def test_two_gloo_workers_train_under_the_stock_translation_task(tmp_path):
+    pairs = two_variant_pairs(120, seed=0)
+    data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": pairs, "valid": pairs[:20]})
+    fairseq_train = shutil.which("fairseq-train", path=BIN)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port()), fairseq_train,
+            *cvae_train_args(data, str(tmp_path / "ck"), extra=["--max-update", "4", "--iw-samples", "5"]),
+            "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "distributed init (rank 1)" in output
+    assert re.search(r'num_updates": "4"', output) and re.search(r'"valid_iw_nll": "[0-9.]+"', output), output[-3000:]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
