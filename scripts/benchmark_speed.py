@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Training speed and memory of ``vrae_lstm`` against fairseq's ``lstm_lm`` (or, with
 ``--family transformer``, ``vrae_transformer`` against ``transformer_lm`` with the same
-decoder), and the speed of sampling sentences from the prior.  A benchmark, not a
-test: it prints figures.
+decoder; with ``--family translation``, ``cvae_transformer`` against fairseq's
+``transformer`` on a pair from scripts/prepare_pairs.sh), and the speed of sampling
+sentences from the prior.  A benchmark, not a test: it prints figures.
 
 Both models get the same embedding and hidden sizes, the same binarized data (Penn
 Treebank from ../shared/data/ptb when it is there, else the bundled demo corpus), the
@@ -15,6 +16,7 @@ in fp32 and fp16.  Prior sampling decodes z ~ N(0, I) greedily (beam 1) in batch
     python scripts/benchmark_speed.py                      # CPU, and the GPU if present
     python scripts/benchmark_speed.py --devices cuda --windows 10 --steps 20
     python scripts/benchmark_speed.py --family transformer
+    python scripts/benchmark_speed.py --family translation --data <pair bin> --layers 3 --ffn-embed-dim 512
 """
 
 import argparse
@@ -50,7 +52,8 @@ def binarized_data(workdir: str) -> Tuple[str, str]:
 
 
 #: --family -> (fairseq's language model, the VAE with the same decoder)
-PAIRS = {"lstm": ("lstm_lm", "vrae_lstm"), "transformer": ("transformer_lm", "vrae_transformer")}
+PAIRS = {"lstm": ("lstm_lm", "vrae_lstm"), "transformer": ("transformer_lm", "vrae_transformer"),
+         "translation": ("transformer", "cvae_transformer")}
 
 
 def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[str]:
@@ -72,10 +75,23 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
             "--decoder-out-embed-dim", str(args.hidden_size), "--decoder-layers", "1",
             "--criterion", "cross_entropy",
         ]
+    ffn = str(args.ffn_embed_dim or 4 * args.embed_dim)
+    if kind in ("transformer", "cvae_transformer"):  # translation, the bench's settings
+        sizes = ["--share-all-embeddings", "--encoder-layers", str(args.layers), "--decoder-layers", str(args.layers),
+                 "--encoder-embed-dim", str(args.embed_dim), "--decoder-embed-dim", str(args.embed_dim),
+                 "--encoder-ffn-embed-dim", ffn, "--decoder-ffn-embed-dim", ffn,
+                 "--encoder-attention-heads", str(args.heads), "--decoder-attention-heads", str(args.heads)]
+        if kind == "transformer":
+            return common + ["--task", "translation", "--arch", "transformer", *sizes,
+                             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+        return common + ["--user-dir", os.path.join(REPO_ROOT, "fairseq_vrae"), "--task", "translation",
+                         "--arch", "cvae_transformer", *sizes, "--latent-dim", str(args.latent_dim),
+                         "--criterion", "vrae_elbo", "--label-smoothing", "0.1", "--kl-schedule", "linear",
+                         "--kl-warmup-updates", "600", "--free-bits", "0.1", "--bow-loss-weight", "1"]
     if kind == "transformer_lm":
         return common + [
             "--task", "language_modeling", "--sample-break-mode", "eos", "--arch", "transformer_lm",
-            "--decoder-embed-dim", str(args.embed_dim), "--decoder-ffn-embed-dim", str(4 * args.embed_dim),
+            "--decoder-embed-dim", str(args.embed_dim), "--decoder-ffn-embed-dim", ffn,
             "--decoder-layers", str(args.layers), "--decoder-attention-heads", str(args.heads),
             "--share-decoder-input-output-embed", "--tokens-per-sample", "512", "--criterion", "cross_entropy",
         ]
@@ -83,7 +99,7 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
         return common + [
             "--user-dir", os.path.join(REPO_ROOT, "fairseq_vrae"), "--task", "vrae_lm",
             "--arch", "vrae_transformer", "--criterion", "vrae_elbo",
-            "--embed-dim", str(args.embed_dim), "--ffn-embed-dim", str(4 * args.embed_dim),
+            "--embed-dim", str(args.embed_dim), "--ffn-embed-dim", ffn,
             "--encoder-layers", str(args.layers), "--decoder-layers", str(args.layers),
             "--attention-heads", str(args.heads), "--latent-dim", str(args.latent_dim),
             "--kl-schedule", "logistic", "--word-dropout", "0.25",
@@ -164,7 +180,8 @@ def measure_pair(data: str, args, device: str, precision: str) -> Dict[str, dict
     if device == "cpu":
         for kind in runners:
             results[kind]["peak_mib"] = cpu_peak_memory(kind, data, args, precision)
-    results[vae_kind]["sampling"] = prior_sampling_speed(runners[vae_kind], args)
+    if args.family != "translation":
+        results[vae_kind]["sampling"] = prior_sampling_speed(runners[vae_kind], args)
     return results
 
 
@@ -175,7 +192,9 @@ def cpu_peak_memory(kind: str, data: str, args, precision: str) -> Optional[floa
                "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size),
                "--latent-dim", str(args.latent_dim), "--max-tokens", str(args.max_tokens),
                "--steps", str(args.steps), "--precision", precision, "--layers", str(args.layers),
-               "--heads", str(args.heads)]
+               "--heads", str(args.heads), "--family", args.family]
+    if args.ffn_embed_dim:
+        command += ["--ffn-embed-dim", str(args.ffn_embed_dim)]
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("MEMORY "):
@@ -255,7 +274,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden-size", type=int, default=256, help="LSTM family")
     parser.add_argument("--family", choices=sorted(PAIRS), default="lstm", help="network family of the pair")
     parser.add_argument("--layers", type=int, default=2, help="transformer family: layers of each network")
-    parser.add_argument("--heads", type=int, default=4, help="transformer family: attention heads (FFN = 4 x embedding)")
+    parser.add_argument("--heads", type=int, default=4, help="transformer families: attention heads")
+    parser.add_argument("--ffn-embed-dim", type=int, help="transformer families: feed-forward size (default 4 x embedding)")
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per model")
@@ -280,6 +300,8 @@ def main(argv=None) -> int:
     import torch
 
     workdir = tempfile.mkdtemp(prefix="vrae_bench_")
+    if args.family == "translation" and not args.data:
+        parser.error("--family translation needs --data, a pair binarized by scripts/prepare_pairs.sh")
     data, data_name = (args.data, args.data) if args.data else binarized_data(workdir)
     if args.devices == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -288,7 +310,7 @@ def main(argv=None) -> int:
     hardware = {"cpu": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"}
     if torch.cuda.is_available():
         hardware["cuda"] = torch.cuda.get_device_name(0)
-    sizes = f"hidden {args.hidden_size}" if args.family == "lstm" else f"{args.layers} layers, {args.heads} heads, FFN {4 * args.embed_dim}"
+    sizes = f"hidden {args.hidden_size}" if args.family == "lstm" else f"{args.layers} layers, {args.heads} heads, FFN {args.ffn_embed_dim or 4 * args.embed_dim}"
     print(f"{' vs '.join(PAIRS[args.family])}; data: {data_name}; embedding {args.embed_dim}, {sizes}, latent {args.latent_dim}, "
           f"--max-tokens {args.max_tokens}; {args.warmup} warm-up steps, {args.windows} windows of {args.steps} steps")
 
@@ -301,7 +323,7 @@ def main(argv=None) -> int:
             lm_speed, vae_speed = statistics.median(lm["speeds"]), statistics.median(vae["speeds"])
             report.append({"device": device, "hardware": hardware[device], "precision": precision,
                            lm_kind: lm, vae_kind: vae})
-            rows.append((device, precision, lm_speed, vae_speed, lm["peak_mib"], vae["peak_mib"], vae["sampling"]))
+            rows.append((device, precision, lm_speed, vae_speed, lm["peak_mib"], vae["peak_mib"], vae.get("sampling")))
 
     def mib(value):
         return "–" if value is None else f"{value:,.0f}"
@@ -314,7 +336,7 @@ def main(argv=None) -> int:
     for device, precision, lm_speed, vae_speed, lm_mem, vae_mem, sampling in rows:
         print(f"| {device} ({hardware[device]}) | {precision} | {lm_speed:,.0f} | {vae_speed:,.0f} | "
               f"{vae_speed / lm_speed:.2f} | {mib(lm_mem)} | {mib(vae_mem)} | "
-              f"{sampling['sentences_per_s']:,.0f} ({sampling['mean_words']:.1f} words) |")
+              + ("– |" if sampling is None else f"{sampling['sentences_per_s']:,.0f} ({sampling['mean_words']:.1f} words) |"))
     gpu_rows = {precision: vae for device, precision, _, vae, _, _, _ in rows if device == "cuda"}
     if "fp32" in gpu_rows and "fp16" in gpu_rows:
         print(f"\nGPU {vae_kind} fp16 / fp32 tokens/s: {gpu_rows['fp16'] / gpu_rows['fp32']:.2f}")

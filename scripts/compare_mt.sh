@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Translation bench: fairseq's transformer and translation_moe (hMoElp, K experts) at the
-# same sizes and number of epochs on a pair prepared by scripts/prepare_pairs.sh; test
-# BLEU (beam 5, sacreBLEU on detokenised text), diversity at K (diversity.py) and
-# training speed, printed as one markdown table.
+# Translation bench: fairseq's transformer, translation_moe (hMoElp, K experts) and our
+# conditional VAE (cvae_transformer) at the same sizes and number of epochs on a pair
+# prepared by scripts/prepare_pairs.sh; test BLEU (beam 5, sacreBLEU on detokenised
+# text), diversity at K (diversity.py) and training speed, printed as one markdown table.
 #
 #   bash scripts/compare_mt.sh <bin-dir from prepare_pairs.sh>
 #
 # Environment overrides: EPOCHS (10), K (5), LAYERS (3), EMBED (256), FFN (512), HEADS (4),
 # MAX_TOKENS (4096), LR (0.001), WARMUP (300), DROPOUT (0.3), SEED (1), SYSTEMS
-# ("transformer moe"), COMPARE_DIR, EXTRA_TRAIN_FLAGS.  Like compare.sh, finished steps
-# are skipped when run again, and an interrupted training resumes.
-# The conditional VAE rows (cvae_*) are added here by the conditional-VAE work.
+# ("transformer moe cvae"), COMPARE_DIR, EXTRA_TRAIN_FLAGS, CVAE_FLAGS (the VAE's criterion
+# and latent options, default below), IW_SAMPLES (20, the CVAE's test-set bound).  Like
+# compare.sh, finished steps are skipped when run again, and an interrupted training
+# resumes; several SYSTEMS may run at once as separate invocations on one COMPARE_DIR.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$REPO_ROOT/scripts/setup.sh" >/dev/null
@@ -24,7 +25,9 @@ read -r SRC TGT GEN_FLAGS < <("$PYTHON" -c "import json, sys; p = json.load(open
 read -r -a GEN_FLAGS <<< "$GEN_FLAGS"
 EPOCHS="${EPOCHS:-10}"; K="${K:-5}"; LAYERS="${LAYERS:-3}"; EMBED="${EMBED:-256}"; FFN="${FFN:-512}"
 HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; WARMUP="${WARMUP:-300}"
-DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe}"
+DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe cvae}"
+IW_SAMPLES="${IW_SAMPLES:-20}"
+read -r -a CVAE_FLAGS <<< "${CVAE_FLAGS:---latent-dim 32 --kl-schedule linear --kl-warmup-updates 600 --free-bits 0.1 --bow-loss-weight 1}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 MOE_DIR="$("$PYTHON" -c "import fairseq, os; print(os.path.join(os.path.dirname(fairseq.__file__), 'examples', 'translation_moe', 'translation_moe_src'))")"
@@ -78,7 +81,25 @@ for system in $SYSTEMS; do
         files+=("$OUT/moe/expert$expert.out")
       done
       score moe "one per expert, beam 5" "${files[@]}" ;;
-    *) echo "unknown system $system (transformer, moe)" >&2; exit 2 ;;
+    cvae)
+      echo "== cvae_transformer (fairseq_vrae): prior mean, posterior mean, $K prior samples"
+      VAE=(--user-dir "$REPO_ROOT/fairseq_vrae")
+      train cvae "${COMMON[@]}" "${VAE[@]}" --arch cvae_transformer --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
+      generate cvae beam5.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode prior-mean
+      grep -h "BLEU" "$OUT/cvae/beam5.out" >"$OUT/cvae/test.bleu"
+      generate cvae posterior.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode posterior-mean
+      grep -h "BLEU" "$OUT/cvae/posterior.out" >"$OUT/cvae/posterior.bleu"
+      generate cvae samples.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode prior-sample \
+        --samples-per-source "$K" --seed "$SEED"
+      score cvae "$K prior samples, beam 5" "$OUT/cvae/samples.out"
+      if [ ! -s "$OUT/cvae/test.log" ]; then
+        fairseq-validate "$BIN" "${VAE[@]}" --task latent_translation -s "$SRC" -t "$TGT" \
+          --path "$OUT/cvae/checkpoint_last.pt" --valid-subset test --iw-samples "$IW_SAMPLES" \
+          --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" >"$OUT/cvae/test.log.tmp" 2>&1 || {
+          tail -20 "$OUT/cvae/test.log.tmp" >&2; echo "evaluating cvae failed" >&2; exit 1; }
+        mv "$OUT/cvae/test.log.tmp" "$OUT/cvae/test.log"
+      fi ;;
+    *) echo "unknown system $system (transformer, moe, cvae)" >&2; exit 2 ;;
   esac
 done
 

@@ -4,7 +4,9 @@
 Each system folder holds ``train.log`` (``--log-format json``), ``wall`` (seconds),
 ``test.bleu`` (the sacreBLEU line of ``fairseq-generate --beam 5``, absent for systems
 scored by their average BLEU) and ``<decoding>.diversity.json`` files written by
-``scripts/diversity.py``.
+``scripts/diversity.py``; a conditional VAE's folder also ``posterior.bleu`` (translating
+with the posterior mean of z, which reads the reference) and ``test.log``
+(``fairseq-validate --iw-samples``: KL and active units on the test split).
 """
 
 import argparse
@@ -14,14 +16,15 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_table import train_tokens_per_second, wall_seconds  # noqa: E402
+from compare_table import train_tokens_per_second, validate_metrics, wall_seconds  # noqa: E402
 
 HEADER = ["system", "decoding of the K hypotheses", "test BLEU (beam 5)", "average BLEU", "oracle BLEU",
-          "pairwise BLEU", "all K identical", "train tokens/s", "train wall time"]
+          "pairwise BLEU", "all K identical", "posterior-mean BLEU", "KL", "AU", "train tokens/s",
+          "train wall time"]
 
 
-def test_bleu(folder: str):
-    path = os.path.join(folder, "test.bleu")
+def test_bleu(folder: str, name: str = "test.bleu"):
+    path = os.path.join(folder, name)
     if not os.path.exists(path):
         return None
     match = re.search(r"BLEU\S* = ([0-9.]+)", open(path, encoding="utf-8").read())
@@ -32,6 +35,8 @@ def rows(folder: str, name: str):
     bleu = test_bleu(folder)
     wps = train_tokens_per_second([os.path.join(folder, "train.log")])
     wall = wall_seconds(os.path.join(folder, "wall"))
+    posterior = test_bleu(folder, "posterior.bleu")
+    latent = validate_metrics(os.path.join(folder, "test.log")) if os.path.exists(os.path.join(folder, "test.log")) else {}
     found = sorted(f for f in os.listdir(folder) if f.endswith(".diversity.json"))
     if not found:
         raise SystemExit(f"{folder}: no *.diversity.json (run scripts/diversity.py --json)")
@@ -41,7 +46,9 @@ def rows(folder: str, name: str):
             name, file[: -len(".diversity.json")],
             "–" if bleu is None else f"{bleu:.2f}",
             f"{metrics['average_bleu']:.2f}", f"{metrics['oracle_bleu']:.2f}", f"{metrics['pairwise_bleu']:.2f}",
-            f"{100 * metrics['all_identical']:.1f}%", "–" if wps is None else f"{wps:,.0f}", f"{wall / 60:.1f} min",
+            f"{100 * metrics['all_identical']:.1f}%", "–" if posterior is None else f"{posterior:.2f}",
+            f"{latent['kl']:.2f}" if "kl" in latent else "–", f"{latent['au']:.0f}" if "au" in latent else "–",
+            "–" if wps is None else f"{wps:,.0f}", f"{wall / 60:.1f} min",
         ]
 
 
