@@ -52,7 +52,7 @@ class VRAEHubInterface(GeneratorHubInterface):
     def _mode(self, mode: str, **options):
         cfg = self.task.cfg
         names = ["latent_mode", *options]
-        saved = {name: getattr(cfg, name) for name in names}
+        saved = {name: getattr(cfg, name, None) for name in names}
         with open_dict(cfg):
             cfg.latent_mode = mode
             for name, value in options.items():
@@ -90,9 +90,11 @@ class VRAEHubInterface(GeneratorHubInterface):
             hypos = self.generate([torch.cat(self._token_ids([start, end]))], beam=beam, **kwargs)
         return [self.decode(point["tokens"]) for point in hypos[0]]
 
-    def impute(self, sentences: Sentences, fraction: float = 0.2, beam: int = 5, **kwargs) -> List[str]:
-        """Remove the final ``fraction`` of each sentence's words and fill them in again."""
-        with self._mode("impute", impute_fraction=fraction):
+    def impute(self, sentences: Sentences, fraction: float = 0.2, beam: int = 5, method: str = "prefix",
+               iterations: int = 3, **kwargs) -> List[str]:
+        """Remove the final ``fraction`` of each sentence's words and fill them in again
+        (``method``: ``prefix``, ``open-prefix`` or ``iterative``, see --impute-method)."""
+        with self._mode("impute", impute_fraction=fraction, impute_method=method, impute_iterations=iterations):
             return self._best(self.generate(self._token_ids(sentences), beam=beam, **kwargs))
 
     def string(self, tokens: Tensor) -> str:

@@ -44,14 +44,15 @@ def load_sentences(data: str, split: str, limit: int, seed: int) -> List[str]:
     return sentences
 
 
-def impute_with_vae(checkpoint: str, data: str, user_dir: str, sentences: List[str], fraction: float, beam: int) -> List[str]:
+def impute_with_vae(checkpoint: str, data: str, user_dir: str, sentences: List[str], fraction: float, beam: int,
+                    method: str = "prefix", iterations: int = 3) -> List[str]:
     sys.path.insert(0, os.path.dirname(os.path.abspath(user_dir)))
     from fairseq_vrae import VRAEModel
 
     hub = VRAEModel.from_pretrained(os.path.dirname(checkpoint), checkpoint_file=os.path.basename(checkpoint),
                                     data_name_or_path=os.path.abspath(data))
     hub.eval()
-    return hub.impute(sentences, fraction=fraction, beam=beam)
+    return hub.impute(sentences, fraction=fraction, beam=beam, method=method, iterations=iterations)
 
 
 def impute_with_lm(checkpoint: str, data: str, sentences: List[str], fraction: float, beam: int) -> List[str]:
@@ -122,6 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--max-sentences", type=int, default=0, help="a random subset of this size (0 = all)")
     parser.add_argument("--tokenize", default="none", help="sacreBLEU tokenisation (none: the text is tokenised)")
+    parser.add_argument("--methods", default="prefix",
+                        help="comma-separated --impute-method values for the VAE (prefix, open-prefix, iterative)")
+    parser.add_argument("--iterations", type=int, default=3, help="--impute-iterations of the iterative method")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if not (args.vae or args.lm):
@@ -132,9 +136,17 @@ def main(argv=None) -> int:
     if args.lm:
         imputed = impute_with_lm(args.lm, args.data, sentences, args.fraction, args.beam)
         rows.append(("lstm_lm, beam search from the observed words", *evaluate(sentences, imputed, args.tokenize, args.seed)))
-    if args.vae:
-        imputed = impute_with_vae(args.vae, args.data, args.user_dir, sentences, args.fraction, args.beam)
-        rows.append(("vrae, posterior mean of the observed words", *evaluate(sentences, imputed, args.tokenize, args.seed)))
+    descriptions = {
+        "prefix": "vrae, posterior mean of the observed words as a sentence (prefix)",
+        "open-prefix": "vrae, posterior mean of the observed words without </s> (open-prefix)",
+        "iterative": f"vrae, re-encoding each completion, {args.iterations} decodes (iterative)",
+    }
+    for method in args.methods.split(",") if args.vae else []:
+        if method not in descriptions:
+            parser.error(f"unknown method {method!r}; choose from {', '.join(descriptions)}")
+        imputed = impute_with_vae(args.vae, args.data, args.user_dir, sentences, args.fraction, args.beam,
+                                  method, args.iterations)
+        rows.append((descriptions[method], *evaluate(sentences, imputed, args.tokenize, args.seed)))
     print(f"{len(sentences)} sentences of {args.split}; final {args.fraction:.0%} of the words imputed, beam {args.beam}")
     print("| imputation | BLEU | adversarial error (unigram logistic regression) |")
     print("|---|---|---|")

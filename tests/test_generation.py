@@ -99,6 +99,46 @@ def test_imputation_keeps_the_observed_words(hub):
     assert exact >= 14  # a memorised sentence is identified by its beginning
 
 
+def test_imputation_methods_read_what_they_say(hub):
+    """prefix reads ``w1 .. wk </s>``; open-prefix the words without </s>; iterative then
+    re-encodes each completion (full length) and decodes again, keeping the words."""
+    encoder = hub.models[0].encoder
+    original_forward = encoder.forward
+    for method, iterations in (("prefix", 1), ("open-prefix", 1), ("iterative", 3)):
+        seen = []
+
+        def spy(src_tokens, *args, **kwargs):
+            if kwargs.get("latent") is None:  # the network reads these tokens
+                seen.append(src_tokens.clone())
+            return original_forward(src_tokens, *args, **kwargs)
+
+        encoder.forward = spy
+        try:
+            out = hub.impute(SENTENCES[:6], beam=3, method=method, iterations=iterations)
+        finally:
+            encoder.forward = original_forward
+        eos, pad = hub.src_dict.eos(), hub.src_dict.pad()
+        reads = [[row[row.ne(pad)].tolist() for row in batch] for batch in seen if batch.dim() == 2]
+        observed = [[t for t in row if t != eos] for row in reads[0]]
+        if method == "open-prefix":
+            assert all(eos not in row for row in reads[0])
+        else:
+            assert all(row[-1] == eos for row in reads[0])
+        if method == "iterative":
+            # two more encodings, each of a completion that starts with the observed words
+            # and is longer than them
+            assert len(reads) == iterations
+            for later in reads[1:]:
+                assert all(row[: len(words)] == words and len(row) > len(words) + 1 for row, words in zip(later, observed))
+        else:
+            assert len(reads) == 1
+        for original, completed in zip(SENTENCES, out):
+            words = original.split()
+            kept = len(words) - max(1, round(0.2 * len(words)))
+            assert completed.split()[:kept] == words[:kept]
+    assert hub.impute(SENTENCES, beam=3, method="iterative", iterations=1) == hub.impute(SENTENCES, beam=3)
+
+
 def test_base_hub_methods_keep_their_meaning(hub):
     assert hub.translate(SENTENCES[0]) == hub.reconstruct([SENTENCES[0]], beam=5)[0]
     assert hub.sample(SENTENCES[:2]) == hub.reconstruct(SENTENCES[:2])

@@ -1,9 +1,20 @@
 """Imputation: remove the final ``--impute-fraction`` of each sentence's words and let
-the model fill them in, decoding from the observed part's posterior mean."""
+the model fill them in, the observed words forced as the decoder's prefix.
+
+Which code the completion is decoded from (``--impute-method``):
+
+* ``prefix``: the posterior mean of the observed words read as a whole sentence
+  (``w1 .. wk </s>``), which describes a short sentence;
+* ``open-prefix``: the same words without ``</s>``, so the encoder reads an unfinished
+  sentence;
+* ``iterative``: start as ``prefix``, then re-encode each completed sentence and decode
+  again from its posterior mean (``--impute-iterations`` decodes in all): z comes to
+  describe a sentence of full length that begins with the observed words.
+"""
 
 import numpy as np
 import torch
-from fairseq.data import BaseWrapperDataset
+from fairseq.data import BaseWrapperDataset, data_utils
 
 from .base import GenerationMode, ListWithSizes, register_generation_mode
 
@@ -47,11 +58,28 @@ class Imputation(GenerationMode):
     def inference_dataset(self, src_tokens, src_lengths):
         return self.dataset(ListWithSizes(src_tokens, src_lengths))
 
+    def __init__(self, task):
+        super().__init__(task)
+        if getattr(self.cfg, "impute_iterations", 1) < 1:
+            raise ValueError(f"--impute-iterations must be >= 1, got {self.cfg.impute_iterations}")
+
     def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """The observed words are forced as the decoder's prefix; the rest is searched."""
-        sample = dict(sample, net_input=dict(sample["net_input"], sample_posterior=False))
         observed = sample["net_input"]["src_tokens"]
-        pad = self.dictionary.pad()
-        prefix = observed.masked_fill(observed.eq(self.dictionary.eos()), pad)
+        pad, eos = self.dictionary.pad(), self.dictionary.eos()
+        prefix = observed.masked_fill(observed.eq(eos), pad)
         prefix = prefix[:, : max(1, int(prefix.ne(pad).sum(1).max()))]
-        return generator.generate(models, sample, prefix_tokens=prefix)
+        method = str(getattr(self.cfg, "impute_method", "prefix"))  # older checkpoints' configs lack it
+        net_input = dict(sample["net_input"], sample_posterior=False)
+        if method == "open-prefix":
+            net_input["src_tokens"], net_input["src_lengths"] = prefix, prefix.ne(pad).sum(1)
+        hypotheses = generator.generate(models, dict(sample, net_input=net_input), prefix_tokens=prefix)
+        rounds = getattr(self.cfg, "impute_iterations", 1) if method == "iterative" else 1
+        encoder = models[0].encoder
+        for _ in range(rounds - 1):
+            completed = data_utils.collate_tokens([hypos[0]["tokens"] for hypos in hypotheses], pad, eos)
+            codes = encoder(completed, src_lengths=completed.ne(pad).sum(1), sample_posterior=False)["mu"]
+            latent_input = {k: v for k, v in sample["net_input"].items() if k not in ("other_tokens", "sample_posterior")}
+            latent_input["latent"] = codes
+            hypotheses = generator.generate(models, dict(sample, net_input=latent_input), prefix_tokens=prefix)
+        return hypotheses

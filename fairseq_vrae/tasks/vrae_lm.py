@@ -24,6 +24,7 @@ LONG_SENTENCE_POLICIES = ChoiceEnum(["skip", "truncate"])
 SIDES = ChoiceEnum(["source", "target"])
 LATENT_MODES = ChoiceEnum(list(GENERATION_MODES))
 INTERPOLATIONS = ChoiceEnum(["linear", "spherical"])
+IMPUTE_METHODS = ChoiceEnum(["prefix", "open-prefix", "iterative"])
 
 
 @dataclass
@@ -69,6 +70,17 @@ class VRAELanguageModelingConfig(FairseqDataclass):
     impute_fraction: float = field(
         default=0.2,
         metadata={"help": "--latent-mode impute: final fraction of each sentence to fill in"},
+    )
+    impute_method: IMPUTE_METHODS = field(
+        default="prefix",
+        metadata={"help": "--latent-mode impute: z from the posterior of the observed words read as "
+                  "a sentence (prefix); read without </s>, as an unfinished one (open-prefix); or "
+                  "re-encoded from each completion for --impute-iterations rounds (iterative)"},
+    )
+    impute_iterations: int = field(
+        default=3,
+        metadata={"help": "--impute-method iterative: decode, re-encode the completed sentence, "
+                  "decode again from its posterior mean, this many times in all"},
     )
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
