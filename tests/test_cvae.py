@@ -128,7 +128,7 @@ def test_interactive_and_hub_give_k_samples_per_source(trained):
     printed = [line.split("\t")[2] for line in out.splitlines() if line.startswith("H-")]
     assert len(printed) == 9
 
-    import fairseq_vrae  # noqa: F401
+    import fairseq_vrae  # noqa: F401  (registers the models)
 
     hub = CVAETransformerModel.from_pretrained(os.path.dirname(checkpoint), "checkpoint_last.pt", data,
                                                latent_mode="prior-sample", samples_per_source=3)
@@ -184,7 +184,7 @@ def test_a_plain_transformer_checkpoint_is_refused_by_latent_translation(trained
 def build(arch, tmp_path, extra=()):
     pairs = two_variant_pairs(30, seed=0)
     data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": pairs, "valid": pairs[:8]})
-    import fairseq_vrae  # noqa: F401
+    import fairseq_vrae  # noqa: F401  (registers the models)
     from fairseq import options
 
     parser = options.get_training_parser()

@@ -148,6 +148,18 @@ def add_latent_args(parser) -> None:
                         help="BN-VAE scale of the posterior means (see vrae_lstm); 0 = off (default)")
 
 
+def check_embedding_options(args, src_dict, tgt_dict, arch: str) -> None:
+    """Refuse option combinations the CVAE embeddings cannot honour, saying why."""
+    for name in ("encoder_embed_path", "decoder_embed_path"):
+        if getattr(args, name, None):
+            raise ValueError(f"--{name.replace('_', '-')} is not supported by {arch}")
+    if args.share_all_embeddings:
+        if src_dict != tgt_dict:
+            raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
+        if args.encoder_embed_dim != args.decoder_embed_dim:
+            raise ValueError("--share-all-embeddings needs --encoder-embed-dim equal to --decoder-embed-dim")
+
+
 def latent_defaults(args) -> None:
     args.latent_dim = getattr(args, "latent_dim", None) or 32
     args.latent_injection = getattr(args, "latent_injection", None) or "both"

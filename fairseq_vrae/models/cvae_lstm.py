@@ -14,7 +14,7 @@ from fairseq.models.lstm import LSTMDecoder, LSTMEncoder, LSTMModel
 from fairseq.models.lstm import base_architecture as lstm_base_architecture
 from torch import Tensor
 
-from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, latent_defaults, masked_mean
+from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
 from .vrae_transformer import LatentShiftedEmbedding
 
 
@@ -119,15 +119,8 @@ class CVAELSTMModel(CVAEModelMixin, LSTMModel):
         cvae_lstm(args)
         if args.encoder_layers != args.decoder_layers:
             raise ValueError("--encoder-layers must match --decoder-layers (the decoder starts from the encoder's states)")
-        for name in ("encoder_embed_path", "decoder_embed_path"):
-            if getattr(args, name, None):
-                raise ValueError(f"--{name.replace('_', '-')} is not supported by cvae_lstm")
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-        if args.share_all_embeddings:
-            if src_dict != tgt_dict:
-                raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
-            if args.encoder_embed_dim != args.decoder_embed_dim:
-                raise ValueError("--share-all-embeddings needs --encoder-embed-dim equal to --decoder-embed-dim")
+        check_embedding_options(args, src_dict, tgt_dict, "cvae_lstm")
         encoder_embed = shifted_embedding(src_dict, args.encoder_embed_dim)
         decoder_embed = encoder_embed if args.share_all_embeddings else shifted_embedding(tgt_dict, args.decoder_embed_dim)
         max_source_positions = getattr(args, "max_source_positions", None) or 1e5

@@ -24,16 +24,8 @@ from fairseq.models.transformer import (
 from fairseq.models.transformer.transformer_legacy import base_architecture
 from torch import Tensor
 
-from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, latent_defaults, masked_mean
-from .vrae_transformer import LatentShiftedEmbedding, freeze_fused_kernel_copies
-
-
-def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
-    """A word embedding initialised as fairseq's Transformer initialises its own."""
-    embedding = LatentShiftedEmbedding(len(dictionary), dim, padding_idx=dictionary.pad())
-    nn.init.normal_(embedding.weight, mean=0, std=dim**-0.5)
-    nn.init.constant_(embedding.weight[dictionary.pad()], 0)
-    return embedding
+from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
+from .vrae_transformer import LatentShiftedEmbedding, freeze_fused_kernel_copies, shifted_embedding
 
 
 class CVAETransformerEncoder(CVAEEncoder):
@@ -113,15 +105,9 @@ class CVAETransformerModel(CVAEModelMixin, TransformerModel):
     def build_model(cls, args, task):
         cvae_transformer(args)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        check_embedding_options(args, src_dict, tgt_dict, "cvae_transformer")
         if args.share_all_embeddings:
-            if src_dict != tgt_dict:
-                raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
-            if args.encoder_embed_dim != args.decoder_embed_dim:
-                raise ValueError("--share-all-embeddings needs --encoder-embed-dim equal to --decoder-embed-dim")
             args.share_decoder_input_output_embed = True
-        for name in ("encoder_embed_path", "decoder_embed_path"):
-            if getattr(args, name, None):
-                raise ValueError(f"--{name.replace('_', '-')} is not supported by cvae_transformer")
         cfg = TransformerConfig.from_namespace(args)
         encoder_embed = shifted_embedding(src_dict, cfg.encoder.embed_dim)
         decoder_embed = encoder_embed if args.share_all_embeddings else shifted_embedding(tgt_dict, cfg.decoder.embed_dim)

@@ -81,6 +81,14 @@ class LatentShiftedEmbedding(nn.Embedding):
         return embedded
 
 
+def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
+    """A word embedding initialised as fairseq's Transformer initialises its own."""
+    embedding = LatentShiftedEmbedding(len(dictionary), dim, padding_idx=dictionary.pad())
+    nn.init.normal_(embedding.weight, mean=0, std=dim**-0.5)
+    nn.init.constant_(embedding.weight[dictionary.pad()], 0)
+    return embedding
+
+
 class VRAETransformerEncoder(FairseqEncoder):
     """fairseq's TransformerEncoder, mean-pooled over the non-pad positions, into the
     latent layer; returns the latent output contract (see :mod:`.latent`)."""
@@ -165,14 +173,8 @@ class VRAETransformerModel(VRAEModel):
         if cfg.share_embeddings and source_dictionary.symbols != target_dictionary.symbols:
             raise ValueError("--share-embeddings needs one dictionary for both sides (fairseq-preprocess --joined-dictionary)")
         tcfg = transformer_config(cfg)
-        encoder_embed = LatentShiftedEmbedding(len(source_dictionary), cfg.embed_dim, padding_idx=source_dictionary.pad())
-        if cfg.share_embeddings:
-            decoder_embed = encoder_embed
-        else:
-            decoder_embed = LatentShiftedEmbedding(len(target_dictionary), cfg.embed_dim, padding_idx=target_dictionary.pad())
-        for embedding in {id(encoder_embed): encoder_embed, id(decoder_embed): decoder_embed}.values():
-            nn.init.normal_(embedding.weight, mean=0, std=cfg.embed_dim**-0.5)
-            nn.init.constant_(embedding.weight[embedding.padding_idx], 0)
+        encoder_embed = shifted_embedding(source_dictionary, cfg.embed_dim)
+        decoder_embed = encoder_embed if cfg.share_embeddings else shifted_embedding(target_dictionary, cfg.embed_dim)
         encoder = VRAETransformerEncoder(tcfg, source_dictionary, encoder_embed, cfg.latent_dim, cfg.posterior_bn_gamma)
         decoder = VRAETransformerDecoder(tcfg, target_dictionary, decoder_embed, cfg.latent_dim, str(cfg.latent_injection))
         return cls(encoder, decoder)
