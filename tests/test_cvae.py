@@ -242,6 +242,31 @@ def test_incremental_decoding_with_beam_reordering_matches_a_full_pass(arch, mod
         assert not torch.allclose(encoder_out["z"][0], encoder_out["z"][2])
 
 
+def test_word_dropout_reaches_the_decoder_but_not_the_recognition_network(tmp_path):
+    task, model, plain, batch = build("cvae_transformer", tmp_path)
+    cfg = copy.deepcopy(plain.cfg)
+    cfg.word_dropout = 1.0
+    dropping = VRAEELBOCriterion(cfg, task)
+    seen = {}
+    encoder_forward, decoder_forward = model.encoder.forward, model.decoder.forward
+
+    def encoder_spy(*args, **kwargs):
+        seen["posterior_tokens"] = kwargs["posterior_tokens"]
+        return encoder_forward(*args, **kwargs)
+
+    def decoder_spy(prev_output_tokens, *args, **kwargs):
+        seen["decoder_input"] = prev_output_tokens
+        return decoder_forward(prev_output_tokens, *args, **kwargs)
+
+    model.encoder.forward, model.decoder.forward = encoder_spy, decoder_spy
+    model.train()
+    dropping(model, batch)
+    clean = batch["net_input"]["prev_output_tokens"]
+    assert torch.equal(seen["posterior_tokens"], clean)
+    words = clean.ne(model.decoder.dictionary.eos()) & clean.ne(model.decoder.dictionary.pad())
+    assert seen["decoder_input"][words].eq(model.decoder.dictionary.unk()).all()
+
+
 def test_label_smoothing_changes_training_only_and_nll_loss_is_unsmoothed(tmp_path):
     task, model, plain, batch = build("cvae_transformer", tmp_path)
     smoothed_cfg = copy.deepcopy(plain.cfg)

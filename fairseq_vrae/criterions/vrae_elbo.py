@@ -218,6 +218,8 @@ class VRAEELBOCriterion(FairseqCriterion):
                     prev_output_tokens=apply_word_dropout(
                         net_input["prev_output_tokens"], self.cfg.word_dropout, model.decoder.dictionary
                     ),
+                    # a conditional VAE's q(z|x, y) reads the target itself, not the dropped copy
+                    posterior_tokens=net_input["prev_output_tokens"],
                 )
         logits, extra = model(**net_input)
         if not isinstance(extra, dict) or "mu" not in extra:

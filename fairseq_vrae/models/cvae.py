@@ -88,8 +88,13 @@ class CVAEModelMixin:
     """forward (logits + the latent contract), the bag-of-words head and the checkpoint
     check, for encoder-decoder models whose encoder is a :class:`CVAEEncoder`."""
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_posterior: bool = True, **kwargs):
-        latent = self.encoder(src_tokens, src_lengths=src_lengths, posterior_tokens=prev_output_tokens,
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_posterior: bool = True,
+                posterior_tokens=None, **kwargs):
+        """Logits and the latent contract; q(z|x, y) reads ``posterior_tokens`` (default: the
+        decoder's input, i.e. the target; the criterion passes the target itself when the
+        decoder's input has word dropout)."""
+        posterior_tokens = prev_output_tokens if posterior_tokens is None else posterior_tokens
+        latent = self.encoder(src_tokens, src_lengths=src_lengths, posterior_tokens=posterior_tokens,
                               sample_posterior=sample_posterior)
         logits, extra = self.decoder(prev_output_tokens, encoder_out=latent)
         extra = extra if isinstance(extra, dict) else {"attn": extra}
