@@ -237,7 +237,10 @@ class VRAEELBOCriterion(FairseqCriterion):
             smoothed = rec
         kl_per_dim = gaussian_kl(extra["mu"], extra["logvar"], extra["prior_mu"], extra["prior_logvar"])
         kl = kl_per_dim.sum()
-        bow = self.bag_of_words_nll(model, extra, target) if self.cfg.bow_loss_weight > 0 else None
+        # a model with a bag-of-words head always scores it, so that the head takes part in
+        # every step (DDP without --find-unused-parameters) even at weight 0
+        has_head = getattr(model, "bag_of_words_logits", None) is not None
+        bow = self.bag_of_words_nll(model, extra, target) if has_head or self.cfg.bow_loss_weight > 0 else None
         if training:
             beta = self.kl_weight_for(find_latent_layer(model))
             if self.cfg.free_bits > 0:

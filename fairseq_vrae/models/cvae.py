@@ -126,8 +126,9 @@ class CVAEModelMixin:
 
     def bag_of_words_logits(self, latent: Dict[str, Tensor]) -> Tensor:
         """Scores over the target vocabulary from z alone (kgCVAE's bag-of-words loss,
-        Zhao et al. 2017): the decoder's projection of z through its output layer, so
-        the head adds no parameters that could miss a gradient."""
+        Zhao et al. 2017): a projection of z through the decoder's output layer.  The
+        criterion always computes it (weighted 0 without --bow-loss-weight), so its
+        projection is in every step's graph."""
         return self.decoder.output_layer(self.decoder.latent_features(latent["z"]))
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):

@@ -79,14 +79,13 @@ class CVAELSTMDecoder(LSTMDecoder):
         )
         if self.latent_to_memory is not None and self.attention is None:
             raise ValueError("--latent-injection memory needs the decoder's attention (--decoder-attention 1)")
+        # the bag-of-words head's own projection of z into the output layer's input space
+        output_dim = embed_dim if self.share_input_output_embed else self.fc_out.in_features
+        self.bag_of_words = nn.Linear(latent_dim, output_dim)
 
     def latent_features(self, z: Tensor) -> Tensor:
-        if self.latent_to_embedding is None:
-            raise ValueError("--bow-loss-weight with cvae_lstm needs --latent-injection embedding or both")
-        if not self.share_input_output_embed and self.fc_out.in_features != self.latent_to_embedding.out_features:
-            raise ValueError("--bow-loss-weight with cvae_lstm needs --decoder-out-embed-dim equal to "
-                             "--decoder-embed-dim (or --share-decoder-input-output-embed)")
-        return self.latent_to_embedding(z)
+        """z in the output layer's input space (the bag-of-words head)."""
+        return self.bag_of_words(z)
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

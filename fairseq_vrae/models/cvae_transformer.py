@@ -70,11 +70,12 @@ class CVAETransformerDecoder(TransformerDecoderBase):
         self.latent_to_memory = (
             nn.Linear(latent_dim, cfg.encoder.embed_dim) if injection in ("memory", "both") else None
         )
+        # the bag-of-words head's own projection of z into the output layer's input space
+        self.bag_of_words = nn.Linear(latent_dim, cfg.decoder.output_dim)
 
     def latent_features(self, z: Tensor) -> Tensor:
-        """z in the decoder's feature space (the bag-of-words head reads this)."""
-        projection = self.latent_to_embedding if self.latent_to_embedding is not None else self.latent_to_memory
-        return projection(z)
+        """z in the output layer's input space (the bag-of-words head)."""
+        return self.bag_of_words(z)
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
@@ -85,7 +86,11 @@ class CVAETransformerDecoder(TransformerDecoderBase):
             memory = self.latent_to_memory(z).to(states.dtype).unsqueeze(0)  # 1 x B x C
             source["encoder_out"] = [torch.cat([states, memory], dim=0)]
             source["encoder_padding_mask"] = [torch.cat([mask, mask.new_zeros(mask.size(0), 1)], dim=1)]
-        self.embed_tokens.shift = None if self.latent_to_embedding is None else self.latent_to_embedding(z)
+        # fairseq multiplies the embeddings by embed_scale (sqrt(dim)); dividing the shift
+        # adds z's projection at the scale of the scaled embeddings, so it cannot swamp them
+        self.embed_tokens.shift = (
+            None if self.latent_to_embedding is None else self.latent_to_embedding(z) / self.embed_scale
+        )
         try:
             return super().forward(prev_output_tokens, encoder_out=source, incremental_state=incremental_state, **kwargs)
         finally:

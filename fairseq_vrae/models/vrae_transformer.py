@@ -139,7 +139,11 @@ class VRAETransformerDecoder(TransformerDecoderBase):
         memory = {"encoder_out": [], "encoder_padding_mask": []}
         if self.latent_to_memory is not None:
             memory["encoder_out"] = [self.latent_to_memory(z).unsqueeze(0)]  # 1 x B x C
-        self.embed_tokens.shift = None if self.latent_to_embedding is None else self.latent_to_embedding(z)
+        # fairseq multiplies the embeddings by embed_scale (sqrt(dim)); dividing the shift
+        # adds z's projection at the scale of the scaled embeddings, so it cannot swamp them
+        self.embed_tokens.shift = (
+            None if self.latent_to_embedding is None else self.latent_to_embedding(z) / self.embed_scale
+        )
         try:
             return super().forward(prev_output_tokens, encoder_out=memory, incremental_state=incremental_state, **kwargs)
         finally:
