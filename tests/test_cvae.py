@@ -347,3 +347,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_eval_bleu_validation_of_the_translation_task_works(tmp_path):
+    pairs = two_variant_pairs(60, seed=0)
+    data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": pairs, "valid": pairs[:12]})
+    records = helpers.run_train(cvae_train_args(data, str(tmp_path / "ck"), extra=[
+        "--max-update", "3", "--distributed-world-size", "1", "--eval-bleu", "--eval-bleu-args", '{"beam": 2}',
+        "--eval-bleu-detok", "space", "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"]))
+    valid = [r for r in records if "valid_bleu" in r]
+    assert valid and all(0 <= float(r["valid_bleu"]) <= 100 for r in valid)
+    assert all("valid_kl" in r and "valid_nll_loss" in r for r in valid)
