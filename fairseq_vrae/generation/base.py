@@ -107,9 +107,10 @@ class GenerationMode:
         net_input = dict(sample["net_input"], sample_posterior=False)
         return generator.generate(models, dict(sample, net_input=net_input), prefix_tokens=prefix_tokens, constraints=constraints)
 
-    def decode_latent(self, generator, models, sample, latent: Tensor):
-        """Decode the given codes, one per row of ``sample``."""
+    def decode_latent(self, generator, models, sample, latent: Tensor, prefix_tokens: Optional[Tensor] = None):
+        """Decode the given codes, one per row of ``sample`` (each forced to begin with its
+        row of ``prefix_tokens`` when given)."""
         extra = ("other_tokens", "prior_sample_ids", "sample_posterior")
         net_input = {k: v for k, v in sample["net_input"].items() if k not in extra}
         net_input["latent"] = latent.to(next(models[0].parameters()).dtype)
-        return generator.generate(models, dict(sample, net_input=net_input))
+        return generator.generate(models, dict(sample, net_input=net_input), prefix_tokens=prefix_tokens)

@@ -79,7 +79,5 @@ class Imputation(GenerationMode):
         for _ in range(rounds - 1):
             completed = data_utils.collate_tokens([hypos[0]["tokens"] for hypos in hypotheses], pad, eos)
             codes = encoder(completed, src_lengths=completed.ne(pad).sum(1), sample_posterior=False)["mu"]
-            latent_input = {k: v for k, v in sample["net_input"].items() if k not in ("other_tokens", "sample_posterior")}
-            latent_input["latent"] = codes
-            hypotheses = generator.generate(models, dict(sample, net_input=latent_input), prefix_tokens=prefix)
+            hypotheses = self.decode_latent(generator, models, sample, codes, prefix_tokens=prefix)
         return hypotheses
