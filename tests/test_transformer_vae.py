@@ -14,12 +14,33 @@ from test_model import TinyTask, make_batch, make_dictionary
 INJECTIONS = ["embedding", "memory", "both"]
 
 
-def build(dictionary, **overrides):
+def build(dictionary, fresh_shift: bool = False, **overrides):
+    """A tiny model; unless ``fresh_shift``, z's embedding projection (zero at
+    initialisation) gets random weights, as training gives it."""
     cfg = VRAETransformerConfig(embed_dim=16, ffn_embed_dim=32, attention_heads=2, latent_dim=5, dropout=0.0)
     for key, value in overrides.items():
         setattr(cfg, key, value)
     torch.manual_seed(0)
-    return VRAETransformerModel.build_model(cfg, TinyTask(dictionary))
+    model = VRAETransformerModel.build_model(cfg, TinyTask(dictionary))
+    if model.decoder.latent_to_embedding is not None and not fresh_shift:
+        torch.nn.init.normal_(model.decoder.latent_to_embedding.weight, std=0.5)
+    return model
+
+
+def test_a_fresh_embedding_shift_is_silent_but_learns():
+    """At initialisation z's embedding projection is zero, so the decoder reads what a
+    plain Transformer decoder reads; the projection still gets gradient."""
+    dictionary = make_dictionary()
+    model = build(dictionary, fresh_shift=True, latent_injection="embedding")
+    batch = make_batch(dictionary, [6, 6, 6])
+    prev = batch["net_input"]["prev_output_tokens"]
+    model.eval()
+    encoder_out = model.encoder(batch["net_input"]["src_tokens"], sample_posterior=False)
+    logits, _ = model.decoder(prev, encoder_out=encoder_out)
+    moved, _ = model.decoder(prev, encoder_out=dict(encoder_out, z=encoder_out["z"] + 1.0))
+    assert torch.equal(logits, moved)
+    logits.logsumexp(-1).sum().backward()
+    assert model.decoder.latent_to_embedding.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)

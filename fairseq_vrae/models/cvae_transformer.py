@@ -25,7 +25,9 @@ from fairseq.models.transformer.transformer_legacy import base_architecture
 from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
-from .vrae_transformer import LatentShiftedEmbedding, freeze_fused_kernel_copies, shifted_embedding
+from .vrae_transformer import (
+    LatentShiftedEmbedding, freeze_fused_kernel_copies, latent_shift_projection, shifted_embedding,
+)
 
 
 class CVAETransformerEncoder(CVAEEncoder):
@@ -66,7 +68,7 @@ class CVAETransformerDecoder(TransformerDecoderBase):
                  latent_dim: int, injection: str):
         super().__init__(cfg, dictionary, embed_tokens)
         dim = cfg.decoder.embed_dim
-        self.latent_to_embedding = nn.Linear(latent_dim, dim) if injection in ("embedding", "both") else None
+        self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
         self.latent_to_memory = (
             nn.Linear(latent_dim, cfg.encoder.embed_dim) if injection in ("memory", "both") else None
         )

@@ -81,6 +81,17 @@ class LatentShiftedEmbedding(nn.Embedding):
         return embedded
 
 
+def latent_shift_projection(latent_dim: int, dim: int) -> nn.Linear:
+    """z's projection onto the word embeddings, starting at zero: at initialisation the
+    decoder reads exactly what a plain Transformer decoder reads (instead of 32 mostly
+    uninformative dimensions of posterior noise added to every position), and z enters
+    as training finds it useful.  The weight still gets gradient from the first step."""
+    projection = nn.Linear(latent_dim, dim)
+    nn.init.zeros_(projection.weight)
+    nn.init.zeros_(projection.bias)
+    return projection
+
+
 def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
     """A word embedding initialised as fairseq's Transformer initialises its own."""
     embedding = LatentShiftedEmbedding(len(dictionary), dim, padding_idx=dictionary.pad())
@@ -129,7 +140,7 @@ class VRAETransformerDecoder(TransformerDecoderBase):
         super().__init__(tcfg, dictionary, embed_tokens, no_encoder_attn=True)
         self.injection = injection
         dim = tcfg.decoder.embed_dim
-        self.latent_to_embedding = nn.Linear(latent_dim, dim) if injection in ("embedding", "both") else None
+        self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
         self.latent_to_memory = nn.Linear(latent_dim, dim) if injection in ("memory", "both") else None
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
