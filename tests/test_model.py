@@ -293,3 +293,28 @@ def test_a_named_recipe_scales_its_schedule_to_the_run(recipe, update, beta):
 def test_a_recipe_needs_the_length_of_the_run():
     with pytest.raises(ValueError, match="give --max-update"):
         VRAEELBOCriterion(VRAEELBOConfig(vae_recipe="anneal-free-bits", max_update=0), TinyTask(make_dictionary()))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_zero_initialised_latent_paths_start_as_a_language_model_and_learn(cell):
+    """--decoder-latent-zero-init: z changes nothing at initialisation, and the silenced
+    weights (bridge, z's input columns) get gradient."""
+    dictionary = make_dictionary()
+    model = build(dictionary, decoder_cell=cell, decoder_latent_input=True, decoder_latent_zero_init=True).eval()
+    batch = make_batch(dictionary, [5, 7, 3])
+    prev = batch["net_input"]["prev_output_tokens"]
+    encoder_out = model.encoder(batch["net_input"]["src_tokens"], batch["net_input"]["src_lengths"],
+                                sample_posterior=False)
+    logits, _ = model.decoder(prev, encoder_out=encoder_out)
+    moved, _ = model.decoder(prev, encoder_out=dict(encoder_out, z=encoder_out["z"] + 1.0))
+    assert torch.equal(logits, moved)
+    logits.logsumexp(-1).sum().backward()
+    embed_dim = model.decoder.embed_tokens.embedding_dim
+    assert model.decoder.bridge.weight.grad.abs().sum() > 0
+    assert model.decoder.rnn.weight_ih_l0.grad[:, embed_dim:].abs().sum() > 0
+    # without the option z reaches the decoder from the start
+    plain = build(dictionary, decoder_cell=cell, decoder_latent_input=True).eval()
+    encoder_out = plain.encoder(batch["net_input"]["src_tokens"], batch["net_input"]["src_lengths"],
+                                sample_posterior=False)
+    assert not torch.equal(plain.decoder(prev, encoder_out=encoder_out)[0],
+                           plain.decoder(prev, encoder_out=dict(encoder_out, z=encoder_out["z"] + 1.0))[0])

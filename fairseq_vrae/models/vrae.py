@@ -41,6 +41,12 @@ class VRAEConfig(FairseqDataclass):
         default=False,
         metadata={"help": "also concatenate z to every decoder input embedding"},
     )
+    decoder_latent_zero_init: bool = field(
+        default=False,
+        metadata={"help": "start z's paths into the decoder (the initial-state bridge and, with "
+                  "--decoder-latent-input, z's input weights) at zero, so training begins from "
+                  "a plain RNN language model rather than one reading posterior noise"},
+    )
     dropout: float = field(default=0.1, metadata={"help": "default for both dropouts"})
     dropout_in: Optional[float] = field(
         default=None, metadata={"help": "dropout on embeddings (default: --dropout)"}
@@ -112,6 +118,7 @@ class VRAEModel(FairseqEncoderDecoderModel):
             num_layers=cfg.decoder_layers,
             latent_dim=cfg.latent_dim,
             latent_input=cfg.decoder_latent_input,
+            latent_zero_init=safe_getattr(cfg, "decoder_latent_zero_init", False),
             dropout_in=dropout_in,
             dropout_out=dropout_out,
             tie_output_embeddings=cfg.tie_output_embeddings,

@@ -30,6 +30,7 @@ class VRAEDecoder(FairseqIncrementalDecoder):
         num_layers: int = 1,
         latent_dim: int = 32,
         latent_input: bool = False,
+        latent_zero_init: bool = False,
         dropout_in: float = 0.0,
         dropout_out: float = 0.0,
         tie_output_embeddings: bool = False,
@@ -52,6 +53,8 @@ class VRAEDecoder(FairseqIncrementalDecoder):
             dropout=dropout_out if num_layers > 1 else 0.0,
         )
         self.bridge = nn.Linear(latent_dim, num_layers * hidden_size)
+        if latent_zero_init:
+            self.silence_latent_paths()
         embed_dim = embed_tokens.embedding_dim
         self.tie_output_embeddings = tie_output_embeddings
         if tie_output_embeddings:
@@ -64,6 +67,16 @@ class VRAEDecoder(FairseqIncrementalDecoder):
             self.output_projection = nn.Linear(hidden_size, len(dictionary))
 
     # ----------------------------------------------------------------------------------
+
+    def silence_latent_paths(self) -> None:
+        """Zero the weights through which z reaches the RNN: it then starts as a plain
+        language model (zero initial state, z's input columns silent), and those weights
+        still get gradient from the first step."""
+        with torch.no_grad():
+            self.bridge.weight.zero_()
+            self.bridge.bias.zero_()
+            if self.latent_input:
+                self.rnn.weight_ih_l0[:, self.embed_tokens.embedding_dim:].zero_()
 
     def initial_state(self, z: Tensor):
         """RNN state for every layer from z: ``(layers, batch, hidden)`` tensors."""
