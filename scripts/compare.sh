@@ -11,8 +11,8 @@
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
 # FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
-# vrae_transformer with the same decoder, LAYERS layers of EMBED with HEADS heads and
-# an FFN of 4 x EMBED, both with an inverse-square-root schedule warmed up over a
+# vrae_transformer with the same decoder, LAYERS pre-norm layers of EMBED with HEADS
+# heads and an FFN of 4 x EMBED, both with an inverse-square-root schedule warmed up over a
 # tenth of the updates).
 #
 # Runs resume: a model whose training finished is not trained again (an interrupted
@@ -65,7 +65,8 @@ case "$FAMILY" in
       --tokens-per-sample 512)
     VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_transformer --criterion vrae_elbo
       --embed-dim "$EMBED" --ffn-embed-dim $((4 * EMBED)) --encoder-layers "$LAYERS"
-      --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT") ;;
+      --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT"
+      --normalize-before) ;;  # transformer_lm's layers are pre-norm too
   *) echo "FAMILY must be lstm or transformer, got '$FAMILY'" >&2; exit 2 ;;
 esac
 steep() { "$PYTHON" -c "print(12 / $1)"; }
