@@ -102,6 +102,7 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
             "--embed-dim", str(args.embed_dim), "--ffn-embed-dim", ffn,
             "--encoder-layers", str(args.layers), "--decoder-layers", str(args.layers),
             "--attention-heads", str(args.heads), "--latent-dim", str(args.latent_dim),
+            "--normalize-before",  # transformer_lm's layers are pre-norm
             "--kl-schedule", "logistic", "--word-dropout", "0.25",
         ]
     return common + [
