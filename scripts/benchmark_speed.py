@@ -92,6 +92,8 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
         return common + [
             "--task", "language_modeling", "--sample-break-mode", "eos", "--arch", "transformer_lm",
             "--decoder-embed-dim", str(args.embed_dim), "--decoder-ffn-embed-dim", ffn,
+            # transformer_lm keeps 512-d input/output embeddings unless told otherwise
+            "--decoder-input-dim", str(args.embed_dim), "--decoder-output-dim", str(args.embed_dim),
             "--decoder-layers", str(args.layers), "--decoder-attention-heads", str(args.heads),
             "--share-decoder-input-output-embed", "--tokens-per-sample", "512", "--criterion", "cross_entropy",
         ]
@@ -102,7 +104,6 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
             "--embed-dim", str(args.embed_dim), "--ffn-embed-dim", ffn,
             "--encoder-layers", str(args.layers), "--decoder-layers", str(args.layers),
             "--attention-heads", str(args.heads), "--latent-dim", str(args.latent_dim),
-            "--normalize-before",  # transformer_lm's layers are pre-norm
             "--kl-schedule", "logistic", "--word-dropout", "0.25",
         ]
     return common + [

@@ -11,8 +11,8 @@
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
 # FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
-# vrae_transformer with the same decoder, LAYERS pre-norm layers of EMBED with HEADS
-# heads and an FFN of 4 x EMBED, both with an inverse-square-root schedule warmed up over a
+# vrae_transformer with the same decoder, LAYERS post-norm layers of EMBED with HEADS
+# heads, EMBED-d word embeddings and an FFN of 4 x EMBED, both with an inverse-square-root schedule warmed up over a
 # tenth of the updates).
 #
 # Runs resume: a model whose training finished is not trained again (an interrupted
@@ -60,13 +60,16 @@ case "$FAMILY" in
     LM_NAME=transformer_lm; VAE_ARCH=vrae_transformer
     SIZES="$LAYERS layers of $EMBED, $HEADS heads, FFN $((4 * EMBED)), latent $LATENT"
     COMMON+=(--lr-scheduler inverse_sqrt --warmup-updates $((UPDATES / 10 + 1)) --warmup-init-lr 1e-07)
+    # transformer_lm keeps 512-d input/output embeddings (projected to the model size)
+    # unless told otherwise; the VAE's decoder has EMBED-d ones.  Both are post-norm:
+    # fairseq 0.12.2 builds transformer_lm's layers post-norm from the command line
     LM=(--arch transformer_lm --decoder-embed-dim "$EMBED" --decoder-ffn-embed-dim $((4 * EMBED))
+      --decoder-input-dim "$EMBED" --decoder-output-dim "$EMBED"
       --decoder-layers "$LAYERS" --decoder-attention-heads "$HEADS" --share-decoder-input-output-embed
       --tokens-per-sample 512)
     VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_transformer --criterion vrae_elbo
       --embed-dim "$EMBED" --ffn-embed-dim $((4 * EMBED)) --encoder-layers "$LAYERS"
-      --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT"
-      --normalize-before) ;;  # transformer_lm's layers are pre-norm too
+      --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT") ;;
   *) echo "FAMILY must be lstm or transformer, got '$FAMILY'" >&2; exit 2 ;;
 esac
 steep() { "$PYTHON" -c "print(12 / $1)"; }

@@ -312,6 +312,30 @@ def test_bag_of_words_loss_is_the_negative_log_likelihood_of_the_target_words(tm
         assert math.isclose(float(criterion.bag_of_words_nll(model, extra, batch["target"])), expected, rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("arch, head", [("cvae_transformer", "shared"), ("cvae_transformer", "own"),
+                                        ("cvae_lstm", "own")])
+def test_the_bag_of_words_head_reaches_unread_word_embeddings_only_through_a_shared_output_layer(
+        arch, head, tmp_path):
+    """--bow-head own scores z with an output layer of its own, so the BoW loss no longer
+    shapes the (shared) embeddings of words neither network reads in the batch.  (The
+    shared case needs an output layer tied to the embeddings: cvae_transformer with
+    --share-all-embeddings; fairseq's lstm keeps its output layer apart.)"""
+    _, model, criterion, batch = build(arch, tmp_path, ["--bow-head", head])
+    model.train()
+    _, extra = model(**batch["net_input"], posterior_tokens=batch["target"])
+    criterion.bag_of_words_nll(model, extra, batch["target"]).backward()
+    embedding = model.decoder.embed_tokens.weight
+    read = set(batch["net_input"]["src_tokens"].flatten().tolist()) | set(batch["target"].flatten().tolist())
+    unread = [i for i in range(embedding.size(0)) if i not in read]
+    assert unread
+    unread_gradient = embedding.grad[unread].abs().sum()
+    if head == "own":
+        assert model.decoder.bag_of_words.out_features == len(model.decoder.dictionary)
+        assert unread_gradient == 0
+    else:
+        assert unread_gradient > 0
+
+
 def test_vrae_elbo_on_a_model_without_a_latent_or_without_a_bag_of_words_head_is_a_clear_error(tmp_path):
     pairs = two_variant_pairs(10, seed=0)
     data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": pairs, "valid": pairs})

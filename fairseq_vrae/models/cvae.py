@@ -126,9 +126,12 @@ class CVAEModelMixin:
 
     def bag_of_words_logits(self, latent: Dict[str, Tensor]) -> Tensor:
         """Scores over the target vocabulary from z alone (kgCVAE's bag-of-words loss,
-        Zhao et al. 2017): a projection of z through the decoder's output layer.  The
+        Zhao et al. 2017): a projection of z through the decoder's output layer, or
+        with ``--bow-head own`` through an output layer of its own.  The
         criterion always computes it (weighted 0 without --bow-loss-weight), so its
         projection is in every step's graph."""
+        if self.decoder.bow_head == "own":
+            return self.decoder.bag_of_words(latent["z"])
         return self.decoder.output_layer(self.decoder.latent_features(latent["z"]))
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
@@ -152,6 +155,10 @@ def add_latent_args(parser) -> None:
                         help="hidden size of the prior network p(z|x) (default: the encoder's size)")
     parser.add_argument("--posterior-bn-gamma", type=float, metavar="G",
                         help="BN-VAE scale of the posterior means (see vrae_lstm); 0 = off (default)")
+    parser.add_argument("--bow-head", choices=["shared", "own"],
+                        help="the bag-of-words head scores z through the decoder's output layer "
+                             "(shared, the default: with --share-all-embeddings its gradient also "
+                             "shapes the word embeddings) or through an output layer of its own (own)")
 
 
 def check_embedding_options(args, src_dict, tgt_dict, arch: str) -> None:
@@ -172,3 +179,4 @@ def latent_defaults(args) -> None:
     args.posterior_encoder_layers = getattr(args, "posterior_encoder_layers", None) or 1
     args.prior_hidden_dim = getattr(args, "prior_hidden_dim", None)
     args.posterior_bn_gamma = getattr(args, "posterior_bn_gamma", None) or 0.0
+    args.bow_head = getattr(args, "bow_head", None) or "shared"

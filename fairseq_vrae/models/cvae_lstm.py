@@ -15,7 +15,7 @@ from fairseq.models.lstm import base_architecture as lstm_base_architecture
 from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
-from .vrae_transformer import LatentShiftedEmbedding
+from .vrae_transformer import LatentShiftedEmbedding, latent_shift_projection
 
 
 def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
@@ -70,18 +70,21 @@ class CVAELSTMEncoder(CVAEEncoder):
 class CVAELSTMDecoder(LSTMDecoder):
     """fairseq's attentional LSTMDecoder, given z."""
 
-    def __init__(self, latent_dim: int, injection: str, **kwargs):
+    def __init__(self, latent_dim: int, injection: str, bow_head: str = "shared", **kwargs):
         super().__init__(**kwargs)
         embed_dim = self.embed_tokens.embedding_dim
-        self.latent_to_embedding = nn.Linear(latent_dim, embed_dim) if injection in ("embedding", "both") else None
+        self.latent_to_embedding = (
+            latent_shift_projection(latent_dim, embed_dim) if injection in ("embedding", "both") else None
+        )
         self.latent_to_memory = (
             nn.Linear(latent_dim, self.encoder_output_units) if injection in ("memory", "both") else None
         )
         if self.latent_to_memory is not None and self.attention is None:
             raise ValueError("--latent-injection memory needs the decoder's attention (--decoder-attention 1)")
-        # the bag-of-words head's own projection of z into the output layer's input space
+        # the bag-of-words head: z into the output layer's input space, or (own) to the vocabulary
+        self.bow_head = bow_head
         output_dim = embed_dim if self.share_input_output_embed else self.fc_out.in_features
-        self.bag_of_words = nn.Linear(latent_dim, output_dim)
+        self.bag_of_words = nn.Linear(latent_dim, len(self.dictionary) if bow_head == "own" else output_dim)
 
     def latent_features(self, z: Tensor) -> Tensor:
         """z in the output layer's input space (the bag-of-words head)."""
@@ -126,7 +129,7 @@ class CVAELSTMModel(CVAEModelMixin, LSTMModel):
         max_target_positions = getattr(args, "max_target_positions", None) or 1e5
         encoder = CVAELSTMEncoder(args, src_dict, tgt_dict, encoder_embed, decoder_embed, max_source_positions)
         decoder = CVAELSTMDecoder(
-            args.latent_dim, args.latent_injection,
+            args.latent_dim, args.latent_injection, args.bow_head,
             dictionary=tgt_dict, embed_dim=args.decoder_embed_dim, hidden_size=args.decoder_hidden_size,
             out_embed_dim=args.decoder_out_embed_dim, num_layers=args.decoder_layers,
             dropout_in=args.decoder_dropout_in, dropout_out=args.decoder_dropout_out,

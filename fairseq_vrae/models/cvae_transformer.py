@@ -65,15 +65,16 @@ class CVAETransformerDecoder(TransformerDecoderBase):
     """fairseq's TransformerDecoder (with encoder-attention), given z."""
 
     def __init__(self, cfg: TransformerConfig, dictionary, embed_tokens: LatentShiftedEmbedding,
-                 latent_dim: int, injection: str):
+                 latent_dim: int, injection: str, bow_head: str = "shared"):
         super().__init__(cfg, dictionary, embed_tokens)
         dim = cfg.decoder.embed_dim
         self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
         self.latent_to_memory = (
             nn.Linear(latent_dim, cfg.encoder.embed_dim) if injection in ("memory", "both") else None
         )
-        # the bag-of-words head's own projection of z into the output layer's input space
-        self.bag_of_words = nn.Linear(latent_dim, cfg.decoder.output_dim)
+        # the bag-of-words head: z into the output layer's input space, or (own) to the vocabulary
+        self.bow_head = bow_head
+        self.bag_of_words = nn.Linear(latent_dim, len(dictionary) if bow_head == "own" else cfg.decoder.output_dim)
 
     def latent_features(self, z: Tensor) -> Tensor:
         """z in the output layer's input space (the bag-of-words head)."""
@@ -119,7 +120,8 @@ class CVAETransformerModel(CVAEModelMixin, TransformerModel):
         encoder_embed = shifted_embedding(src_dict, cfg.encoder.embed_dim)
         decoder_embed = encoder_embed if args.share_all_embeddings else shifted_embedding(tgt_dict, cfg.decoder.embed_dim)
         encoder = CVAETransformerEncoder(cfg, args, src_dict, tgt_dict, encoder_embed, decoder_embed)
-        decoder = CVAETransformerDecoder(cfg, tgt_dict, decoder_embed, args.latent_dim, args.latent_injection)
+        decoder = CVAETransformerDecoder(cfg, tgt_dict, decoder_embed, args.latent_dim, args.latent_injection,
+                                         args.bow_head)
         return cls(args, encoder, decoder)
 
 
