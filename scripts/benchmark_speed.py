@@ -87,7 +87,7 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
         return common + ["--user-dir", os.path.join(REPO_ROOT, "fairseq_vrae"), "--task", "translation",
                          "--arch", "cvae_transformer", *sizes, "--latent-dim", str(args.latent_dim),
                          "--criterion", "vrae_elbo", "--label-smoothing", "0.1", "--kl-schedule", "linear",
-                         "--kl-warmup-updates", "600", "--free-bits", "0.1", "--bow-loss-weight", "1"]
+                         "--kl-warmup-updates", "600", "--free-bits", "0.1", "--bow-loss-weight", "1", *args.vae_flags.split()]
     if kind == "transformer_lm":
         return common + [
             "--task", "language_modeling", "--sample-break-mode", "eos", "--arch", "transformer_lm",
@@ -104,14 +104,14 @@ def model_argv(kind: str, data: str, args, device: str, precision: str) -> List[
             "--embed-dim", str(args.embed_dim), "--ffn-embed-dim", ffn,
             "--encoder-layers", str(args.layers), "--decoder-layers", str(args.layers),
             "--attention-heads", str(args.heads), "--latent-dim", str(args.latent_dim),
-            "--kl-schedule", "logistic", "--word-dropout", "0.25",
+            "--kl-schedule", "logistic", "--word-dropout", "0.25", *args.vae_flags.split(),
         ]
     return common + [
         "--user-dir", os.path.join(REPO_ROOT, "fairseq_vrae"), "--task", "vrae_lm",
         "--arch", "vrae_lstm", "--criterion", "vrae_elbo",
         "--embed-dim", str(args.embed_dim), "--encoder-hidden-size", str(args.hidden_size),
         "--decoder-hidden-size", str(args.hidden_size), "--latent-dim", str(args.latent_dim),
-        "--kl-schedule", "logistic", "--word-dropout", "0.25",
+        "--kl-schedule", "logistic", "--word-dropout", "0.25", *args.vae_flags.split(),
     ]
 
 
@@ -197,6 +197,8 @@ def cpu_peak_memory(kind: str, data: str, args, precision: str) -> Optional[floa
                "--heads", str(args.heads), "--family", args.family]
     if args.ffn_embed_dim:
         command += ["--ffn-embed-dim", str(args.ffn_embed_dim)]
+    if args.vae_flags:
+        command += ["--vae-flags=" + args.vae_flags]
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("MEMORY "):
@@ -287,6 +289,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-windows", type=int, default=3)
     parser.add_argument("--sample-max-len", type=int, default=60, help="longest sampled sentence in tokens")
     parser.add_argument("--sample-checkpoint", help="a trained vrae checkpoint (same dictionary) for prior sampling")
+    parser.add_argument("--vae-flags", default="",
+                        help="extra fairseq-train flags for the VAE of the pair, e.g. '--share-embeddings'")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
