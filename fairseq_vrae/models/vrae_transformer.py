@@ -82,10 +82,10 @@ class LatentShiftedEmbedding(nn.Embedding):
 
 
 def latent_shift_projection(latent_dim: int, dim: int) -> nn.Linear:
-    """z's projection onto the word embeddings, starting at zero: at initialisation the
-    decoder reads exactly what a plain Transformer decoder reads (instead of 32 mostly
-    uninformative dimensions of posterior noise added to every position), and z enters
-    as training finds it useful.  The weight still gets gradient from the first step."""
+    """z's projection onto the word embeddings, starting at zero: at initialisation it
+    adds nothing to the embeddings (rather than 32 mostly uninformative dimensions of
+    posterior noise at every position), and z enters that way as training finds it
+    useful.  The weight still gets gradient from the first step."""
     projection = nn.Linear(latent_dim, dim)
     nn.init.zeros_(projection.weight)
     nn.init.zeros_(projection.bias)
