@@ -12,8 +12,8 @@
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
 # FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
 # vrae_transformer with the same decoder, LAYERS post-norm layers of EMBED with HEADS
-# heads, EMBED-d word embeddings and an FFN of 4 x EMBED, both with an inverse-square-root schedule warmed up over a
-# tenth of the updates).
+# heads, EMBED-d word embeddings and an FFN of 4 x EMBED, both with an
+# inverse-square-root schedule warmed up over a tenth of the updates).
 #
 # Runs resume: a model whose training finished is not trained again (an interrupted
 # one continues from its checkpoint_last.pt), and one already evaluated is not
