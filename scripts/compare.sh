@@ -10,6 +10,8 @@
 # full: the budget for a GPU.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
+# SPLIT (test; valid evaluates and tabulates the validation split instead, for
+# choosing among recipes before the one test run),
 # FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
 # vrae_transformer with the same decoder, LAYERS post-norm layers of EMBED with HEADS
 # heads, EMBED-d word embeddings and an FFN of 4 x EMBED, both with an
@@ -38,7 +40,7 @@ EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
 FREE_BITS="${FREE_BITS:-0.25}"; BN_GAMMA="${BN_GAMMA:-0.6}"; SEED="${SEED:-1}"
 RECIPES="${RECIPES-bowman cyclical free-bits anneal-free-bits bn-vae}"
-RUN_LM="${RUN_LM:-1}"; FAMILY="${FAMILY:-lstm}"; LAYERS="${LAYERS:-2}"; HEADS="${HEADS:-4}"
+SPLIT="${SPLIT:-test}"; RUN_LM="${RUN_LM:-1}"; FAMILY="${FAMILY:-lstm}"; LAYERS="${LAYERS:-2}"; HEADS="${HEADS:-4}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 mkdir -p "$OUT"
@@ -75,13 +77,16 @@ esac
 steep() { "$PYTHON" -c "print(12 / $1)"; }
 
 
+# the file that says a model was evaluated on $SPLIT ("evaluated" for test, as before)
+marker() { if [ "$SPLIT" = test ]; then echo evaluated; else echo "evaluated-$SPLIT"; fi; }
+
 evaluate() {
   local name="$1"; shift
-  if [ -f "$OUT/$name/evaluated" ]; then return; fi
-  fairseq-validate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --valid-subset test \
-    --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" "$@" >"$OUT/$name/test.log" 2>&1 || {
-    tail -20 "$OUT/$name/test.log" >&2; echo "evaluating $name failed" >&2; exit 1; }
-  touch "$OUT/$name/evaluated"
+  if [ -f "$OUT/$name/$(marker)" ]; then return; fi
+  fairseq-validate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --valid-subset "$SPLIT" \
+    --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" "$@" >"$OUT/$name/$SPLIT.log" 2>&1 || {
+    tail -20 "$OUT/$name/$SPLIT.log" >&2; echo "evaluating $name failed" >&2; exit 1; }
+  touch "$OUT/$name/$(marker)"
 }
 
 if [ "$RUN_LM" != 0 ]; then
@@ -125,8 +130,8 @@ done
 
 MODELS=()
 for name in "$LM_NAME" $RECIPES; do
-  if [ -f "$OUT/$name/evaluated" ]; then MODELS+=("$name"); fi
+  if [ -f "$OUT/$name/$(marker)" ]; then MODELS+=("$name"); fi
 done
 "$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" "${MODELS[@]}" --vae-arch "$VAE_ARCH" \
-  --caption "test split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; $SIZES; IW-PPL from $IW_SAMPLES samples" \
-  | tee "$OUT/results.md"
+  --split "$SPLIT" --caption "$SPLIT split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; $SIZES; IW-PPL from $IW_SAMPLES samples" \
+  | tee "$OUT/results$([ "$SPLIT" = test ] || echo "-$SPLIT").md"

@@ -2,8 +2,8 @@
 """Markdown table of a ``scripts/compare.sh`` output folder (one sub-folder per model).
 
 Each model folder holds ``train.log`` (fairseq-train, ``--log-format json``), possibly
-``pretrain.log``, ``wall`` (seconds, one line per training stage) and ``test.log``
-(fairseq-validate on the test split).
+``pretrain.log``, ``wall`` (seconds, one line per training stage) and ``<split>.log``
+(fairseq-validate on that split: ``test.log``, or ``valid.log`` for choosing a recipe).
 """
 
 import argparse
@@ -56,8 +56,8 @@ def wall_seconds(path: str) -> float:
         return sum(float(line) for line in handle if line.strip())
 
 
-def row(folder: str, name: str, vae_arch: str = "vrae_lstm") -> List[str]:
-    test = validate_metrics(os.path.join(folder, "test.log"))
+def row(folder: str, name: str, vae_arch: str = "vrae_lstm", split: str = "test") -> List[str]:
+    test = validate_metrics(os.path.join(folder, f"{split}.log"))
     wps = train_tokens_per_second([os.path.join(folder, "pretrain.log"), os.path.join(folder, "train.log")])
     wall = wall_seconds(os.path.join(folder, "wall"))
     speed = f"{wps:,.0f}" if wps else "–"
@@ -78,12 +78,13 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--caption", default="")
     parser.add_argument("--vae-arch", default="vrae_lstm", help="the VAE rows' architecture, for their labels")
+    parser.add_argument("--split", default="test", help="read <split>.log of each model")
     args = parser.parse_args(argv)
-    header = ["model", "test PPL", "NLL/sentence", "−ELBO/sentence", "KL", "MI", "AU",
+    header = ["model", f"{args.split} PPL", "NLL/sentence", "−ELBO/sentence", "KL", "MI", "AU",
               "train tokens/s", "train wall time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in args.models:
-        lines.append("| " + " | ".join(row(os.path.join(args.folder, name), name, args.vae_arch)) + " |")
+        lines.append("| " + " | ".join(row(os.path.join(args.folder, name), name, args.vae_arch, args.split)) + " |")
     if args.caption:
         lines += ["", args.caption + ". PPL per token with </s>; NLL, −ELBO, KL and MI in nats per sentence; "
                   "the VAEs' PPL and NLL are importance-weighted estimates, the LM's are exact."]

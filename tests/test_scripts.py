@@ -71,6 +71,23 @@ def test_comparison_rows_use_totals_for_the_language_model(tmp_path):
     assert row[8] == "1.5 min"
 
 
+def test_the_validation_table_reads_each_models_valid_log(tmp_path, capsys):
+    for name, ppl in (("lstm_lm", "120.5"), ("bn-vae", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "wall").write_text("60\n")
+        write_json_log(folder / "train.log", [{"num_updates": "1", "wps": "10"}, {"num_updates": "2", "wps": "20"}])
+        (folder / "test.log").write_text("x | valid on 'test' subset | loss 9 | ppl 999.0 | wpb 10 | bsz 1\n")
+        valid = (f"loss 6.9 | ppl {ppl} | wpb 70000 | bsz 3370" if ppl else
+                 "loss 7 | iw_ppl 130.25 | iw_nll 110.1 | elbo 113.2 | kl 5.7 | mi 2.6 | au 32")
+        (folder / "valid.log").write_text(f"x | valid on 'valid' subset | {valid}\n")
+    compare_table.main([str(tmp_path), "lstm_lm", "bn-vae", "--split", "valid"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| model | valid PPL |")
+    assert table[2].split(" | ")[1] == "120.50"
+    assert table[3].split(" | ")[1:3] == ["130.25", "110.10"]
+
+
 @pytest.fixture(scope="module")
 def autoencoder(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("ae"))
