@@ -14,7 +14,8 @@
 # choosing among recipes before the one test run),
 # FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
 # vrae_transformer with the same decoder, LAYERS post-norm layers of EMBED with HEADS
-# heads, EMBED-d word embeddings and an FFN of 4 x EMBED, both with an
+# heads, EMBED-d word embeddings and an FFN of 4 x EMBED, the VAE's encoder with
+# ENC_LAYERS (default LAYERS) layers of the same size, both with an
 # inverse-square-root schedule warmed up over a tenth of the updates).
 #
 # Runs resume: a model whose training finished is not trained again (an interrupted
@@ -41,6 +42,7 @@ MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
 FREE_BITS="${FREE_BITS:-0.25}"; BN_GAMMA="${BN_GAMMA:-0.6}"; SEED="${SEED:-1}"
 RECIPES="${RECIPES-bowman cyclical free-bits anneal-free-bits bn-vae}"
 SPLIT="${SPLIT:-test}"; RUN_LM="${RUN_LM:-1}"; FAMILY="${FAMILY:-lstm}"; LAYERS="${LAYERS:-2}"; HEADS="${HEADS:-4}"
+ENC_LAYERS="${ENC_LAYERS:-$LAYERS}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/$BUDGET}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 mkdir -p "$OUT"
@@ -61,6 +63,7 @@ case "$FAMILY" in
   transformer)
     LM_NAME=transformer_lm; VAE_ARCH=vrae_transformer
     SIZES="$LAYERS layers of $EMBED, $HEADS heads, FFN $((4 * EMBED)), latent $LATENT"
+    if [ "$ENC_LAYERS" != "$LAYERS" ]; then SIZES+=", $ENC_LAYERS-layer VAE encoder"; fi
     COMMON+=(--lr-scheduler inverse_sqrt --warmup-updates $((UPDATES / 10 + 1)) --warmup-init-lr 1e-07)
     # transformer_lm keeps 512-d input/output embeddings (projected to the model size)
     # unless told otherwise; the VAE's decoder has EMBED-d ones.  Both are post-norm:
@@ -70,7 +73,7 @@ case "$FAMILY" in
       --decoder-layers "$LAYERS" --decoder-attention-heads "$HEADS" --share-decoder-input-output-embed
       --tokens-per-sample 512)
     VAE=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_transformer --criterion vrae_elbo
-      --embed-dim "$EMBED" --ffn-embed-dim $((4 * EMBED)) --encoder-layers "$LAYERS"
+      --embed-dim "$EMBED" --ffn-embed-dim $((4 * EMBED)) --encoder-layers "$ENC_LAYERS"
       --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT") ;;
   *) echo "FAMILY must be lstm or transformer, got '$FAMILY'" >&2; exit 2 ;;
 esac
