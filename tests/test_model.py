@@ -249,14 +249,34 @@ def test_bn_vae_keeps_the_batch_kl_above_the_bound_its_gamma_sets():
         out = model.encoder(src, sample_posterior=False)
     mu, logvar = out["mu"].double(), out["logvar"].double()
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
-    # Zhu et al. (2020): E[KL] >= sum_d gamma^2 / 2, scaled by BatchNorm's v / (v + eps)
-    variance = raw_mu.double().var(0, unbiased=False)
-    bound = (0.5 * gamma**2 * variance / (variance + 1e-5)).sum()
-    assert float(kl) >= float(bound) - 1e-6
-    assert float(bound) > 0.95 * 0.5 * gamma**2 * dim
+    # Zhu et al. (2020): E[KL] >= sum_d gamma^2 / 2
+    assert float(kl) >= 0.5 * gamma**2 * dim - 1e-6
     # over the batch each dimension of mu has the fixed scale as its spread
-    expected_std = gamma * torch.sqrt(variance / (variance + 1e-5))
-    assert torch.allclose(mu.std(0, unbiased=False), expected_std, rtol=1e-4)
+    assert torch.allclose(mu.std(0, unbiased=False), torch.full((dim,), gamma, dtype=mu.dtype), rtol=1e-4)
+    assert raw_mu.std(0).min() > 0
+
+
+def test_bn_vae_gives_the_kl_no_way_to_shrink_the_raw_means():
+    """With BatchNorm's epsilon under the square root, the KL's gradient shrinks the raw
+    posterior means; Adam turns that small gradient into full steps and the KL falls
+    far below the bound (it did on Penn Treebank within 100 updates)."""
+    from fairseq_vrae.models.latent import PosteriorMeanBatchNorm
+
+    gamma, dim = 0.6, 4
+    torch.manual_seed(0)
+    raw = torch.nn.Parameter(0.01 * torch.randn(16, dim))
+    norm = PosteriorMeanBatchNorm(dim, gamma).train()
+    optimizer = torch.optim.Adam([raw, *norm.parameters()], lr=1e-3)
+    for _ in range(300):  # the KL alone, as before the decoder learns to read z
+        mu = norm(raw)
+        kl = 0.5 * mu.pow(2).sum(1).mean()
+        optimizer.zero_grad()
+        kl.backward()
+        optimizer.step()
+    with torch.no_grad():
+        mu = norm(raw)
+    assert float(0.5 * mu.pow(2).sum(1).mean()) >= 0.5 * gamma**2 * dim * 0.999
+    assert float(raw.std(0).min()) > 1e-3
 
 
 def test_bn_vae_uses_running_statistics_for_evaluation_and_single_sentences():
