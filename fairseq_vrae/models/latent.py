@@ -81,8 +81,8 @@ class PosteriorMeanBatchNorm(nn.Module):
     The batch statistics are used without BatchNorm's epsilon: with ``var + eps`` under
     the square root the normalised spread is gamma^2 v / (v + eps), which falls with the
     raw variance v, so the KL always has a small gradient that shrinks the raw means.
-    Adam rescales that gradient to full-size steps, and the raw variance ran down to
-    1e-8 within a hundred Penn Treebank updates (KL 0.005 nats).  Dividing by sqrt(v)
+    Adam rescales that gradient to full-size steps: on Penn Treebank the KL fell to
+    0.18 nats by update 100 and the raw variance to 1e-8 by update 475.  Dividing by sqrt(v)
     makes the output independent of the raw scale, so nothing pushes it down; ``floor``
     only guards a batch whose means are all equal.
     """
