@@ -18,6 +18,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..vae_math import LOGVAR_MIN, clamp_logvar, reparameterize, seeded_normal
@@ -83,8 +84,9 @@ class PosteriorMeanBatchNorm(nn.Module):
     raw variance v, so the KL always has a small gradient that shrinks the raw means.
     Adam rescales that gradient to full-size steps: on Penn Treebank the KL fell to
     0.18 nats by update 100 and the raw variance to 1e-8 by update 475.  Dividing by sqrt(v)
-    makes the output independent of the raw scale, so nothing pushes it down; ``floor``
-    only guards a batch whose means are all equal.
+    makes the output independent of the raw scale, so nothing pushes it down.  ``floor``
+    takes epsilon's place in torch's batch_norm only to guard a batch whose means are
+    all equal: in float32 it vanishes next to any variance above about 1e-13.
     """
 
     def __init__(self, latent_dim: int, gamma: float, momentum: float = 0.1, floor: float = 1e-20):
@@ -95,17 +97,10 @@ class PosteriorMeanBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(latent_dim))
 
     def forward(self, mu: Tensor) -> Tensor:
-        values = mu.float()
-        if self.training and mu.size(0) > 1:
-            mean = values.mean(0)
-            variance = values.var(0, unbiased=False)
-            with torch.no_grad():  # as BatchNorm: the unbiased variance goes into the running estimate
-                unbiased = variance * mu.size(0) / (mu.size(0) - 1)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
-        else:  # the buffers are half precision in a model fairseq converted for fp16
-            mean, variance = self.running_mean.float(), self.running_var.float()
-        normalised = (values - mean) * torch.rsqrt(variance.clamp_min(self.floor))
+        normalised = F.batch_norm(
+            mu.float(), self.running_mean, self.running_var,
+            training=self.training and mu.size(0) > 1, momentum=self.momentum, eps=self.floor,
+        )
         return (self.gamma * normalised + self.shift.float()).to(mu.dtype)
 
 
