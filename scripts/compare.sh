@@ -7,7 +7,10 @@
 #
 # <bin-dir> is fairseq-preprocess --only-source output (dict.txt, train/valid/test).
 # small (default): a budget for 2 CPU cores, about 18 minutes on Penn Treebank;
-# full: the budget for a GPU.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
+# full: the budget for a GPU; converge: every model trains until its validation loss
+# has not improved for PATIENCE (3) epochs, at most MAX_EPOCH (50), on batches of
+# BATCH_SENTENCES (32) sentences with Adam, the rate halved after two epochs without
+# gain, dropout 0.5, and its best checkpoint is evaluated.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
 # SPLIT (test; valid evaluates and tabulates the validation split instead, for
@@ -35,7 +38,8 @@ BUDGET="${2:-small}"
 case "$BUDGET" in
   small) UPDATES="${UPDATES:-120}"; IW_SAMPLES="${IW_SAMPLES:-10}" ;;
   full) UPDATES="${UPDATES:-8000}"; IW_SAMPLES="${IW_SAMPLES:-500}" ;;
-  *) echo "budget must be small or full, got '$BUDGET'" >&2; exit 2 ;;
+  converge) UPDATES=0; IW_SAMPLES="${IW_SAMPLES:-500}"; DROPOUT="${DROPOUT:-0.5}"; WARMUP="${WARMUP:-4000}" ;;
+  *) echo "budget must be small, full or converge, got '$BUDGET'" >&2; exit 2 ;;
 esac
 EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
@@ -49,9 +53,19 @@ mkdir -p "$OUT"
 source "$REPO_ROOT/scripts/compare_lib.sh"
 echo "compare: $BIN, budget $BUDGET ($UPDATES updates, $IW_SAMPLES importance samples), output in $OUT"
 
-COMMON=(--optimizer adam --lr "$LR" --clip-norm 5 --max-tokens "$MAX_TOKENS" --dropout "$DROPOUT"
-  --seed "$SEED" --num-workers 0 --log-format json --log-interval 25 --disable-validation
+COMMON=(--optimizer adam --lr "$LR" --clip-norm 5 --dropout "$DROPOUT"
+  --seed "$SEED" --num-workers 0 --log-format json --log-interval 25
   --no-epoch-checkpoints "${DEVICE[@]}" "${EXTRA[@]}")
+if [ "$BUDGET" = converge ]; then
+  MAX_EPOCH="${MAX_EPOCH:-50}"; PATIENCE="${PATIENCE:-3}"; BATCH_SENTENCES="${BATCH_SENTENCES:-32}"
+  # --max-update 0 is fairseq's "no limit": the epoch cap and early stopping end training
+  COMMON+=(--batch-size "$BATCH_SENTENCES" --max-epoch "$MAX_EPOCH" --patience "$PATIENCE")
+  [ "$FAMILY" = transformer ] || COMMON+=(--lr-scheduler reduce_lr_on_plateau --lr-shrink 0.5 --lr-patience 1)
+  CHECKPOINT=checkpoint_best.pt
+else
+  COMMON+=(--max-tokens "$MAX_TOKENS" --disable-validation)
+  CHECKPOINT=checkpoint_last.pt
+fi
 case "$FAMILY" in
   lstm)
     LM_NAME=lstm_lm; VAE_ARCH=vrae_lstm; SIZES="embedding $EMBED, hidden $HIDDEN, latent $LATENT"
@@ -64,7 +78,8 @@ case "$FAMILY" in
     LM_NAME=transformer_lm; VAE_ARCH=vrae_transformer
     SIZES="$LAYERS layers of $EMBED, $HEADS heads, FFN $((4 * EMBED)), latent $LATENT"
     if [ "$ENC_LAYERS" != "$LAYERS" ]; then SIZES+=", $ENC_LAYERS-layer VAE encoder"; fi
-    COMMON+=(--lr-scheduler inverse_sqrt --warmup-updates $((UPDATES / 10 + 1)) --warmup-init-lr 1e-07)
+    # warmed up over a tenth of the updates (converge: WARMUP, 4000), then 1/sqrt(update)
+    COMMON+=(--lr-scheduler inverse_sqrt --warmup-updates "${WARMUP:-$((UPDATES / 10 + 1))}" --warmup-init-lr 1e-07)
     # transformer_lm keeps 512-d input/output embeddings (projected to the model size)
     # unless told otherwise; the VAE's decoder has EMBED-d ones.  Both are post-norm:
     # fairseq 0.12.2 builds transformer_lm's layers post-norm from the command line
@@ -86,7 +101,7 @@ marker() { if [ "$SPLIT" = test ]; then echo evaluated; else echo "evaluated-$SP
 evaluate() {
   local name="$1"; shift
   if [ -f "$OUT/$name/$(marker)" ]; then return; fi
-  fairseq-validate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --valid-subset "$SPLIT" \
+  fairseq-validate "$BIN" --path "$OUT/$name/$CHECKPOINT" --valid-subset "$SPLIT" \
     --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" "$@" >"$OUT/$name/$SPLIT.log" 2>&1 || {
     tail -20 "$OUT/$name/$SPLIT.log" >&2; echo "evaluating $name failed" >&2; exit 1; }
   touch "$OUT/$name/$(marker)"
@@ -136,5 +151,5 @@ for name in "$LM_NAME" $RECIPES; do
   if [ -f "$OUT/$name/$(marker)" ]; then MODELS+=("$name"); fi
 done
 "$PYTHON" "$REPO_ROOT/scripts/compare_table.py" "$OUT" "${MODELS[@]}" --vae-arch "$VAE_ARCH" \
-  --split "$SPLIT" --caption "$SPLIT split of $BIN; $UPDATES updates of $MAX_TOKENS tokens; $SIZES; IW-PPL from $IW_SAMPLES samples" \
+  --split "$SPLIT" --caption "$SPLIT split of $BIN; $(if [ "$BUDGET" = converge ]; then echo "best checkpoint, early stopping after $PATIENCE epochs without gain (cap $MAX_EPOCH), batches of $BATCH_SENTENCES sentences"; else echo "$UPDATES updates of $MAX_TOKENS tokens"; fi); $SIZES; IW-PPL from $IW_SAMPLES samples" \
   | tee "$OUT/results$([ "$SPLIT" = test ] || echo "-$SPLIT").md"
