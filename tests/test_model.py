@@ -338,3 +338,23 @@ def test_zero_initialised_latent_paths_start_as_a_language_model_and_learn(cell)
                                 sample_posterior=False)
     assert not torch.equal(plain.decoder(prev, encoder_out=encoder_out)[0],
                            plain.decoder(prev, encoder_out=dict(encoder_out, z=encoder_out["z"] + 1.0))[0])
+
+
+def test_bn_vae_running_statistics_start_at_the_first_batch_and_old_checkpoints_load_unchanged():
+    dictionary = make_dictionary()
+    model = build(dictionary, posterior_bn_gamma=0.6).train()
+    norm = model.encoder.latent.mu_norm
+    raw = torch.randn(8, norm.running_mean.numel()) * 0.01
+    norm(raw)  # the first batch: its own statistics, not a tenth of the way from (0, 1)
+    assert torch.allclose(norm.running_mean, raw.mean(0), atol=1e-6)
+    assert torch.allclose(norm.running_var, raw.var(0), rtol=1e-4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    del state["encoder.latent.mu_norm.batches_tracked"]  # written before the count existed
+    restored = build(dictionary, posterior_bn_gamma=0.6)
+    restored.load_state_dict(state)
+    assert int(restored.encoder.latent.mu_norm.batches_tracked) == 10  # continues as an exponential average
+    batch = make_batch(dictionary, [4, 6, 5])["net_input"]["src_tokens"]
+    model.eval(), restored.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encoder(batch, sample_posterior=False)["mu"],
+                           restored.encoder(batch, sample_posterior=False)["mu"])

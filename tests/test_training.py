@@ -155,3 +155,26 @@ def test_the_mutual_information_meter_holds_one_split_however_many_validations(d
     # fairseq's run-long "valid" aggregator: the posteriors of the last pass only (12 sentences)
     meter = metrics.get_meter("valid", "mi")
     assert sum(part.size(0) for part in meter.mu) == 12
+
+
+def test_bn_vae_validation_normalises_like_training_from_the_first_updates(tmp_path):
+    """BN-VAE's bound (latent_dim * gamma^2 / 2) holds for the training batches from the
+    first update; the running statistics that evaluation uses must hold it too, not lag
+    behind at their initial values while the raw posterior means are still small."""
+    data = helpers.binarize(
+        str(tmp_path / "corpus"),
+        {"train": helpers.random_sentences(3000, seed=0), "valid": helpers.random_sentences(200, seed=1)},
+    )
+    gamma, latent_dim = 0.6, 32
+    argv = helpers.vrae_train_args(data, str(tmp_path / "bn"), [
+        "--posterior-bn-gamma", str(gamma), "--kl-schedule", "constant", "--max-update", "40",
+        "--lr", "0.001", "--max-tokens", "2048", "--latent-dim", str(latent_dim), "--dropout", "0.1",
+        "--embed-dim", "256", "--encoder-hidden-size", "256", "--decoder-hidden-size", "256",
+        "--log-interval", "10", "--validate-interval-updates", "40",
+    ])
+    records = helpers.run_train(argv)
+    bound = latent_dim * gamma**2 / 2
+    train_kl = [float(r["kl"]) for r in helpers.train_inner_records(records)]
+    assert train_kl and min(train_kl) >= bound - 0.05
+    valid = [r for r in records if r.get("_logger") == "valid"]
+    assert valid and float(valid[-1]["valid_kl"]) >= bound - 0.5

@@ -24,7 +24,7 @@ import torch
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
-from .latent import ConditionalGaussianPrior, LatentLayer, reorder_latent
+from .latent import ConditionalGaussianPrior, LatentLayer, reorder_latent, without_dropout
 
 
 def masked_mean(states: Tensor, padding_mask: Tensor) -> Tensor:
@@ -70,8 +70,13 @@ class CVAEEncoder(FairseqEncoder):
         if latent_codes is not None:
             latent = self.latent.given(latent_codes.to(condition.dtype), condition=condition)
         elif posterior_tokens is not None:
+            def summarize():
+                return torch.cat([self.encode_source(src_tokens, src_lengths)[1],
+                                  self.summarize_target(posterior_tokens)], dim=-1)
+
             summary = torch.cat([condition, self.summarize_target(posterior_tokens)], dim=-1)
-            latent = self.latent(summary, sample=sample_posterior, condition=condition)
+            latent = self.latent(summary, sample=sample_posterior, condition=condition,
+                                 clean_summary=without_dropout(self, summarize))
         else:
             prior_mu, _ = self.latent.prior(condition, condition)
             latent = self.latent.given(prior_mu, condition=condition)

@@ -14,7 +14,8 @@ and calls a :class:`LatentLayer`; a conditional VAE gives the layer a
 :class:`ConditionalGaussianPrior` and the condition.
 """
 
-from typing import Dict, Optional
+import math
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -87,6 +88,19 @@ class PosteriorMeanBatchNorm(nn.Module):
     makes the output independent of the raw scale, so nothing pushes it down.  ``floor``
     takes epsilon's place in torch's batch_norm only to guard a batch whose means are
     all equal: in float32 it vanishes next to any variance above about 1e-13.
+
+    The running statistics that evaluation and generation use are those of the
+    posterior means computed without dropout (``reference``, from a second pass of the
+    encoder in evaluation mode, without gradient).  The training batch's own means carry
+    dropout's noise, whose variance dominates theirs early in training: normalised by
+    those statistics, the deterministic means of evaluation had far less spread than
+    gamma (Penn Treebank, 40 updates, dropout 0.1: validation KL 5.10 against a bound of
+    5.76, and 6.37 with the dropout-free statistics, at the same reconstruction).  The
+    statistics start as a cumulative average (the first batch's, then the mean over the
+    batches seen) and become an exponential average of rate ``momentum`` once that
+    average spans ``1 / momentum`` batches; started at BatchNorm's (0, 1), they kept
+    most of that start for tens of updates while the raw means were far smaller
+    (validation KL 0.70 there).
     """
 
     def __init__(self, latent_dim: int, gamma: float, momentum: float = 0.1, floor: float = 1e-20):
@@ -95,13 +109,33 @@ class PosteriorMeanBatchNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(latent_dim))
         self.register_buffer("running_mean", torch.zeros(latent_dim))
         self.register_buffer("running_var", torch.ones(latent_dim))
+        self.register_buffer("batches_tracked", torch.zeros((), dtype=torch.long))
 
-    def forward(self, mu: Tensor) -> Tensor:
-        normalised = F.batch_norm(
-            mu.float(), self.running_mean, self.running_var,
-            training=self.training and mu.size(0) > 1, momentum=self.momentum, eps=self.floor,
-        )
+    def track(self, reference: Tensor) -> None:
+        """Move the running statistics towards those of the means ``reference``."""
+        # 1, 1/2, 1/3, ...: a plain average of the batches so far, until it spans 1/momentum
+        momentum = max(self.momentum, 1.0 / (int(self.batches_tracked) + 1))
+        with torch.no_grad():
+            F.batch_norm(reference.float(), self.running_mean, self.running_var,
+                         training=True, momentum=momentum, eps=self.floor)
+        self.batches_tracked += 1
+
+    def forward(self, mu: Tensor, reference: Optional[Tensor] = None) -> Tensor:
+        if self.training and mu.size(0) > 1:
+            self.track(mu.detach() if reference is None else reference)
+            normalised = F.batch_norm(mu.float(), None, None, training=True, eps=self.floor)
+        else:
+            normalised = F.batch_norm(mu.float(), self.running_mean, self.running_var,
+                                      training=False, eps=self.floor)
         return (self.gamma * normalised + self.shift.float()).to(mu.dtype)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Checkpoints from before the count: their statistics are an exponential
+        average already, and continue as one."""
+        key = f"{name}.batches_tracked" if name else "batches_tracked"
+        if key not in state_dict:
+            state_dict[key] = torch.tensor(math.ceil(1 / self.momentum), dtype=torch.long)
+        return state_dict
 
 
 class LatentLayer(nn.Module):
@@ -135,10 +169,17 @@ class LatentLayer(nn.Module):
         prior_mu, prior_logvar = self.prior(mu, condition)
         return {"z": z, "mu": mu, "logvar": logvar, "prior_mu": prior_mu, "prior_logvar": prior_logvar}
 
-    def forward(self, summary: Tensor, sample: bool = True, condition: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def forward(self, summary: Tensor, sample: bool = True, condition: Optional[Tensor] = None,
+                clean_summary: Optional[Callable[[], Tensor]] = None) -> Dict[str, Tensor]:
+        """``clean_summary`` recomputes the summary without dropout (see
+        :func:`without_dropout`); BN-VAE's running statistics come from it in training."""
         mu, logvar = self.posterior(summary).chunk(2, dim=-1)
         if self.mu_norm is not None:
-            mu = self.mu_norm(mu)
+            reference = None
+            if self.training and clean_summary is not None and mu.size(0) > 1:
+                with torch.no_grad():
+                    reference = self.posterior(clean_summary()).chunk(2, dim=-1)[0]
+            mu = self.mu_norm(mu, reference)
         logvar = clamp_logvar(logvar)
         z = reparameterize(mu, logvar) if sample else mu
         return self._contract(z, mu, logvar, condition)
@@ -150,6 +191,22 @@ class LatentLayer(nn.Module):
     def sample_prior(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
         """z ~ p(z) (or p(z|c)) for each seed, reproducible per seed."""
         return self.prior.sample(seeds, condition)
+
+
+def without_dropout(module: nn.Module, summarize: Callable[[], Tensor]) -> Callable[[], Tensor]:
+    """``summarize`` run with ``module`` (an encoder) in evaluation mode, its training
+    flags restored afterwards: the dropout-free summary BN-VAE's statistics track."""
+
+    def run() -> Tensor:
+        modes = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            return summarize()
+        finally:
+            for m, training in modes:
+                m.training = training
+
+    return run
 
 
 def find_latent_layer(model: nn.Module) -> LatentLayer:

@@ -7,7 +7,7 @@ from fairseq import utils
 from fairseq.models import FairseqEncoder
 from torch import Tensor
 
-from .latent import LatentLayer, reorder_latent
+from .latent import LatentLayer, reorder_latent, without_dropout
 
 RNN_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -82,7 +82,8 @@ class VRAEEncoder(FairseqEncoder):
     ) -> Dict[str, Tensor]:
         if latent is not None:
             return self.latent.given(latent)
-        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior)
+        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior,
+                           clean_summary=without_dropout(self, lambda: self.summarize(src_tokens, src_lengths)))
 
     def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor):
         return reorder_latent(encoder_out, new_order)

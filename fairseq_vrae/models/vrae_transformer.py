@@ -18,7 +18,7 @@ from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase
 from fairseq.utils import safe_getattr
 from torch import Tensor
 
-from .latent import LatentLayer, reorder_latent
+from .latent import LatentLayer, reorder_latent, without_dropout
 from .vrae import VRAEModel, fill_defaults
 
 LATENT_INJECTIONS = ChoiceEnum(["embedding", "memory", "both"])
@@ -123,7 +123,8 @@ class VRAETransformerEncoder(FairseqEncoder):
                 sample_posterior: bool = True, **unused) -> Dict[str, Tensor]:
         if latent is not None:
             return self.latent.given(latent)
-        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior)
+        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior,
+                           clean_summary=without_dropout(self, lambda: self.summarize(src_tokens, src_lengths)))
 
     def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor):
         return reorder_latent(encoder_out, new_order)
