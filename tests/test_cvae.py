@@ -143,6 +143,44 @@ def test_interactive_and_hub_give_k_samples_per_source(trained):
     assert mean.translate(sources, beam=4) == [generate(data, checkpoint, "--task", "translation")[i][0] for i in range(3)]
 
 
+def interactive_translations(out):
+    """fairseq-interactive's output -> {id: source line}, {id: [hypotheses]}."""
+    sources, hypotheses = {}, {}
+    for line in out.splitlines():
+        if line.startswith("S-"):
+            key, text = line.split("\t")
+            sources[int(key[2:])] = text
+        elif line.startswith("H-"):
+            key, _, text = line.split("\t")
+            hypotheses.setdefault(int(key[2:]), []).append(text)
+    return sources, hypotheses
+
+
+def test_interactive_skips_a_source_longer_than_the_model_takes_and_translates_the_rest(trained):
+    data, checkpoint, test = trained
+    sources = [source for source, _ in test[:4]]
+    # the 2,000-word line (2,001 tokens with </s>, over the 1,024 source positions) is
+    # #3 of the first buffer of 4: the three lines before it and the one after it are
+    # still translated, under their own ids, with the draws they get without it
+    lines = sources[:3] + [" ".join(["cat"] * 2000)] + sources[3:]
+    flags = ["--user-dir", helpers.USER_DIR, "--task", "latent_translation", "--latent-mode", "prior-sample",
+             "--samples-per-source", "3", "-s", "en", "-t", "de", "--path", checkpoint, "--beam", "2",
+             "--cpu", "--seed", "3", "--buffer-size", "4"]
+    out = run("fairseq-interactive", data, *flags, stdin="\n".join(lines) + "\n")
+    printed, hypotheses = interactive_translations(out)
+    assert printed == {i: lines[i] for i in (0, 1, 2, 4)}
+    assert sorted(hypotheses) == [0, 1, 2, 4] and all(len(h) == 3 for h in hypotheses.values())
+    assert "skipping an input line (1 skipped so far): 2001 tokens with </s> (input S-3)" in out
+    assert "more than the 1024 source positions" in out
+    _, alone = interactive_translations(run("fairseq-interactive", data, *flags, stdin="\n".join(sources[:3]) + "\n"))
+    assert {i: hypotheses[i] for i in range(3)} == alone
+    # fairseq's own flag still skips the line, and changes nothing else
+    flagged = run("fairseq-interactive", data, *flags, "--skip-invalid-size-inputs-valid-test",
+                  stdin="\n".join(lines) + "\n")
+    assert interactive_translations(flagged) == (printed, hypotheses)
+    assert "skipping an input line (1 skipped so far)" in flagged
+
+
 def test_posterior_mean_without_a_reference_is_a_clear_error(trained):
     data, checkpoint, _ = trained
     done = subprocess.run(

@@ -10,6 +10,11 @@ Every option of ``--task translation`` keeps its meaning.  Added:
   printed as K x ``--nbest`` hypotheses of that source;
 * ``--latent-mode posterior-mean``: z = the mean of q(z|x, y), read from the reference
   translation (fairseq-generate on binarized pairs only), to show what z carries.
+
+A fairseq-interactive line longer than the source positions the model takes is skipped
+with a message and counted, as ``vrae_lm`` does; the other lines of its buffer are
+translated under their own ids (binarized splits and the hub interface keep fairseq's
+check, and its ``--skip-invalid-size-inputs-valid-test``).
 """
 
 import logging
@@ -25,6 +30,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from ..criterions.vrae_elbo import LatentEvaluationConfig
+from ..inputs import InteractiveLines, interactive_lines, skip_input
 from ..models.cvae import CVAEModelMixin
 
 logger = logging.getLogger(__name__)
@@ -69,6 +75,8 @@ class LatentTranslationTask(TranslationTask):
             )
         self._nbest_per_sample: Dict[int, int] = {}
         self._nbest = None  # hypotheses kept per code (--nbest), once a generator is built
+        self.skipped_inputs = 0
+        self._interactive_lines_read = 0  # the id fairseq-interactive gives the next line
 
     @classmethod
     def add_args(cls, parser):
@@ -87,6 +95,30 @@ class LatentTranslationTask(TranslationTask):
                 f"has no latent code: translate it with --task translation"
             )
         return super().build_model(cfg, from_checkpoint)
+
+    def get_interactive_tokens_and_lengths(self, lines, encode_fn):
+        """One buffer of fairseq-interactive's lines -> token ids, marked as such for
+        :meth:`filter_indices_by_size` (every line is kept here, so that each keeps its
+        id, and with it its printed S-/H- number and its --latent-mode prior-sample draws)."""
+        tokens, lengths = super().get_interactive_tokens_and_lengths(lines, encode_fn)
+        tokens = InteractiveLines(tokens, first_id=self._interactive_lines_read)
+        self._interactive_lines_read += len(lines)
+        return tokens, lengths
+
+    def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
+        """fairseq's size check; for fairseq-interactive's lines, one over the source
+        positions is skipped with a message and counted, not the end of the run."""
+        lines = interactive_lines(dataset)
+        if lines is None:
+            return super().filter_indices_by_size(indices, dataset, max_positions, ignore_invalid_inputs)
+        kept, ignored = dataset.filter_indices_by_size(indices, max_positions)
+        limit = max_positions[0] if isinstance(max_positions, (tuple, list)) else max_positions
+        for index in sorted(int(i) for i in ignored):
+            skip_input(self, (
+                f"{int(dataset.src_sizes[index])} tokens with </s> (input S-{lines.first_id + index}), "
+                f"more than the {limit} source positions of the model (--max-source-positions)"
+            ))
+        return kept
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         samples = self.cfg.samples_per_source

@@ -17,6 +17,7 @@ from omegaconf import II
 
 from ..criterions.vrae_elbo import LatentEvaluationConfig
 from ..generation import GENERATION_MODES, GenerationMode, InputError
+from ..inputs import skip_input
 
 logger = logging.getLogger(__name__)
 
@@ -279,8 +280,7 @@ class VRAELanguageModelingTask(FairseqTask):
             try:
                 tokens.append(mode.encode_line(line, encode_fn))
             except InputError as error:
-                self.skipped_inputs += 1
-                logger.warning(f"skipping an input line ({self.skipped_inputs} skipped so far): {error}")
+                skip_input(self, error)
         return tokens, [t.numel() for t in tokens]
 
     # ----------------------------------------------------------------------------------
