@@ -53,3 +53,25 @@ def test_the_shipped_config_trains_with_fairseq_hydra_train(tmp_path):
     assert cfg.optimization.clip_norm == pytest.approx(5.0)
     # z is concatenated to every decoder input: the decoder's first LSTM reads 16 + 32
     assert state["model"]["decoder.rnn.weight_ih_l0"].shape[1] == 16 + 32
+
+
+def test_fairseq_hydra_train_starts_the_vae_from_an_lstm_lm(tmp_path):
+    from test_warm_start import LSTM_LM, lm_args
+
+    data = helpers.binarize(str(tmp_path / "corpus"), {
+        "train": helpers.random_sentences(80), "valid": helpers.random_sentences(10, seed=1),
+    })
+    helpers.run_train(lm_args(data, str(tmp_path / "lm"), LSTM_LM))
+    lm = str(tmp_path / "lm" / "checkpoint_last.pt")
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
+        "--config-dir", CONFIG_DIR, "--config-name", "vrae_lstm_ptb",
+        f"task.data={data}", f"common.user_dir={helpers.USER_DIR}", f"checkpoint.save_dir={tmp_path / 'vae'}",
+        "common.cpu=true", "dataset.num_workers=0", "dataset.max_tokens=200", "optimization.max_update=2",
+        "model.embed_dim=16", "model.encoder_hidden_size=16", "model.decoder_hidden_size=16",
+        f"+model.load_pretrained_decoder_from={lm}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert f"loaded from the lstm_lm checkpoint {lm}" in output

@@ -15,6 +15,7 @@ from fairseq.utils import safe_getattr, safe_hasattr
 
 from .vrae_decoder import VRAEDecoder
 from .vrae_encoder import VRAEEncoder
+from .warm_start import load_pretrained_lm, pretrained_decoder_field, pretrained_encoder_embed_field
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,22 @@ class VRAEConfig(FairseqDataclass):
         default=None,
         metadata={"help": "dropout on RNN outputs and between layers (default: --dropout)"},
     )
+    encoder_dropout_in: Optional[float] = field(
+        default=None, metadata={"help": "dropout on the encoder's embeddings (default: --dropout-in)"}
+    )
+    encoder_dropout_out: Optional[float] = field(
+        default=None, metadata={"help": "dropout on the encoder's summary and between its layers "
+                                "(default: --dropout-out)"}
+    )
+    decoder_dropout_in: Optional[float] = field(
+        default=None, metadata={"help": "dropout on the decoder's embeddings (default: --dropout-in)"}
+    )
+    decoder_dropout_out: Optional[float] = field(
+        default=None, metadata={"help": "dropout on the decoder's RNN outputs and between its layers "
+                                "(default: --dropout-out)"}
+    )
+    load_pretrained_decoder_from: Optional[str] = pretrained_decoder_field()
+    load_pretrained_encoder_embed: bool = pretrained_encoder_embed_field()
     share_embeddings: bool = field(
         default=False, metadata={"help": "encoder and decoder share one word embedding"}
     )
@@ -70,11 +87,19 @@ class VRAEConfig(FairseqDataclass):
     )
 
 
-def _dropouts(cfg):
+def _dropouts(cfg, side: str):
+    """(in, out) dropout of one side: --{side}-dropout-in/out, else --dropout-in/out,
+    else --dropout (fairseq's lstm names them the same way)."""
     base = safe_getattr(cfg, "dropout", 0.1)
-    dropout_in = safe_getattr(cfg, "dropout_in", None)
-    dropout_out = safe_getattr(cfg, "dropout_out", None)
-    return (base if dropout_in is None else dropout_in, base if dropout_out is None else dropout_out)
+
+    def first_set(*names):
+        for name in names:
+            value = safe_getattr(cfg, name, None)
+            if value is not None:
+                return value
+        return base
+
+    return (first_set(f"{side}_dropout_in", "dropout_in"), first_set(f"{side}_dropout_out", "dropout_out"))
 
 
 @register_model("vrae", dataclass=VRAEConfig)
@@ -89,7 +114,8 @@ class VRAEModel(FairseqEncoderDecoderModel):
     def build_model(cls, cfg, task):
         vrae_lstm(cfg)
         source_dictionary, target_dictionary = task.source_dictionary, task.target_dictionary
-        dropout_in, dropout_out = _dropouts(cfg)
+        encoder_dropout_in, encoder_dropout_out = _dropouts(cfg, "encoder")
+        decoder_dropout_in, decoder_dropout_out = _dropouts(cfg, "decoder")
         if cfg.share_embeddings and source_dictionary.symbols != target_dictionary.symbols:
             raise ValueError(
                 "--share-embeddings needs one dictionary for both sides; binarize the pair "
@@ -109,8 +135,8 @@ class VRAEModel(FairseqEncoderDecoderModel):
             num_layers=cfg.encoder_layers,
             bidirectional=cfg.encoder_bidirectional,
             latent_dim=cfg.latent_dim,
-            dropout_in=dropout_in,
-            dropout_out=dropout_out,
+            dropout_in=encoder_dropout_in,
+            dropout_out=encoder_dropout_out,
             posterior_bn_gamma=cfg.posterior_bn_gamma,
         )
         decoder = VRAEDecoder(
@@ -122,12 +148,23 @@ class VRAEModel(FairseqEncoderDecoderModel):
             latent_dim=cfg.latent_dim,
             latent_input=cfg.decoder_latent_input,
             latent_zero_init=safe_getattr(cfg, "decoder_latent_zero_init", False),
-            dropout_in=dropout_in,
-            dropout_out=dropout_out,
+            dropout_in=decoder_dropout_in,
+            dropout_out=decoder_dropout_out,
             tie_output_embeddings=cfg.tie_output_embeddings,
             max_target_positions=cfg.max_target_positions,
         )
-        return cls(encoder, decoder)
+        return cls.warm_started(cls(encoder, decoder), cfg)
+
+    # the fairseq LM family whose checkpoints --load-pretrained-decoder-from takes
+    warm_start_family, warm_start_arch = "lstm", "vrae_lstm"
+
+    @classmethod
+    def warm_started(cls, model, cfg):
+        """``model`` with its decoder from ``--load-pretrained-decoder-from``, if set (the
+        ``vrae_lm`` task drops the option when it rebuilds a saved model, whose weights
+        the checkpoint holds)."""
+        load_pretrained_lm(model, cfg)
+        return model
 
     @classmethod
     def from_pretrained(
@@ -189,7 +226,9 @@ def fill_defaults(cfg, config_class, keep_none=()) -> None:
 @register_model_architecture("vrae", "vrae_lstm")
 def vrae_lstm(cfg):
     """Li et al. (2019) Penn Treebank sizes: 256-d embeddings and LSTMs, 32-d z."""
-    fill_defaults(cfg, VRAEConfig, keep_none=("dropout_in", "dropout_out"))
+    fill_defaults(cfg, VRAEConfig, keep_none=(
+        "dropout_in", "dropout_out", "encoder_dropout_in", "encoder_dropout_out",
+        "decoder_dropout_in", "decoder_dropout_out"))
 
 
 @register_model_architecture("vrae", "vrae_lstm_big")

@@ -68,6 +68,9 @@ class VRAEDecoder(FairseqIncrementalDecoder):
 
     # ----------------------------------------------------------------------------------
 
+    # parameters through which z reaches the RNN (none of them in a language model)
+    latent_parameter_prefixes = ("bridge.",)
+
     def silence_latent_paths(self) -> None:
         """Zero the weights through which z reaches the RNN: it then starts as a plain
         language model (zero initial state, z's input columns silent), and those weights

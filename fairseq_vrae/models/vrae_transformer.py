@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .latent import LatentLayer, reorder_latent, without_dropout
 from .vrae import VRAEModel, fill_defaults
+from .warm_start import pretrained_decoder_field, pretrained_encoder_embed_field
 
 LATENT_INJECTIONS = ChoiceEnum(["embedding", "memory", "both"])
 
@@ -48,6 +49,8 @@ class VRAETransformerConfig(FairseqDataclass):
         default=True, metadata={"help": "decoder output layer reuses its input embedding (as transformer_lm)"}
     )
     max_positions: int = field(default=512, metadata={"help": "longest sentence either network reads"})
+    load_pretrained_decoder_from: Optional[str] = pretrained_decoder_field()
+    load_pretrained_encoder_embed: bool = pretrained_encoder_embed_field()
 
 
 def transformer_config(cfg) -> TransformerConfig:
@@ -144,6 +147,16 @@ class VRAETransformerDecoder(TransformerDecoderBase):
         self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
         self.latent_to_memory = nn.Linear(latent_dim, dim) if injection in ("memory", "both") else None
 
+    # parameters through which z reaches the layers (none of them in transformer_lm)
+    latent_parameter_prefixes = ("latent_to_embedding.", "latent_to_memory.")
+
+    def silence_latent_paths(self) -> None:
+        """Zero z's projection onto the embeddings: the decoder is then a plain
+        Transformer decoder (the memory position, if any, still attends)."""
+        if self.latent_to_embedding is not None:
+            nn.init.zeros_(self.latent_to_embedding.weight)
+            nn.init.zeros_(self.latent_to_embedding.bias)
+
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
             raise ValueError("the vrae_transformer decoder needs a latent code (encoder_out['z'])")
@@ -193,7 +206,9 @@ class VRAETransformerModel(VRAEModel):
         decoder_embed = encoder_embed if cfg.share_embeddings else shifted_embedding(target_dictionary, cfg.embed_dim)
         encoder = VRAETransformerEncoder(tcfg, source_dictionary, encoder_embed, cfg.latent_dim, cfg.posterior_bn_gamma)
         decoder = VRAETransformerDecoder(tcfg, target_dictionary, decoder_embed, cfg.latent_dim, str(cfg.latent_injection))
-        return cls(encoder, decoder)
+        return cls.warm_started(cls(encoder, decoder), cfg)
+
+    warm_start_family, warm_start_arch = "transformer", "vrae_transformer"
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())

@@ -1,0 +1,204 @@
+"""A sentence VAE from the language model a user already has.
+
+``--load-pretrained-decoder-from LM.pt`` fills the VAE's decoder with a fairseq
+``lstm_lm`` (into ``vrae_lstm``) or ``transformer_lm`` (into ``vrae_transformer``)
+checkpoint trained on the same dictionary: word embeddings, layers and output layer
+(``--load-pretrained-encoder-embed`` copies the embeddings into the encoder too).  z's
+paths into the decoder start at zero, so before the first update the decoder is the
+LM exactly, and its reconstruction term equals the LM's likelihood of the same
+sentences.  Only the weights come from the checkpoint; the optimizer, schedule and
+update count start fresh, as with fairseq's ``--finetune-from-model``.
+
+Anything that would make the decoder differ from the LM is refused with the option to
+set: another dictionary, other sizes, another architecture.
+"""
+
+import logging
+import os
+from dataclasses import field
+from typing import Dict, List, Tuple
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.utils import safe_getattr
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+# The options, declared once for both families' configs.
+
+
+def pretrained_decoder_field():
+    return field(
+        default=None,
+        metadata={"help": "start the decoder from this fairseq language model checkpoint (lstm_lm for "
+                  "vrae_lstm, transformer_lm for vrae_transformer, same dictionary); z's paths into it "
+                  "start at zero, so training begins from the LM's own likelihood"},
+    )
+
+
+def pretrained_encoder_embed_field():
+    return field(
+        default=False,
+        metadata={"help": "with --load-pretrained-decoder-from: copy the LM's word embeddings into "
+                  "the encoder as well"},
+    )
+
+
+class WarmStartError(ValueError):
+    pass
+
+
+def _model_cfg(state) -> Tuple[str, object]:
+    """(architecture name, model options) of a loaded checkpoint."""
+    cfg = state.get("cfg")
+    model_cfg = cfg["model"] if cfg is not None and cfg.get("model") is not None else state.get("args")
+    if model_cfg is None:
+        raise WarmStartError("the checkpoint holds no model options (neither cfg.model nor args)")
+    arch = safe_getattr(model_cfg, "arch", None) or safe_getattr(model_cfg, "_name", None)
+    return str(arch), model_cfg
+
+
+def _require(checks: List[Tuple[str, object, object, str]], path: str) -> None:
+    """Each check: (what, the LM's value, the VAE's value, how to make them agree)."""
+    for what, lm_value, vae_value, fix in checks:
+        if lm_value != vae_value:
+            raise WarmStartError(f"{path}: the language model's {what} is {lm_value}, the VAE's {vae_value}; {fix}")
+
+
+def _check_dictionary(lm_state: Dict[str, Tensor], model, path: str) -> None:
+    embed = lm_state.get("decoder.embed_tokens.weight")
+    if embed is None:
+        raise WarmStartError(f"{path}: no decoder.embed_tokens.weight in the checkpoint")
+    found, expected = embed.size(0), model.decoder.embed_tokens.weight.size(0)
+    if found != expected:
+        raise WarmStartError(
+            f"{path}: dictionary mismatch: the language model was trained with a dictionary of {found} entries, "
+            f"the VAE's data has {expected}; binarize the VAE's data with the LM's dictionary "
+            f"(fairseq-preprocess --srcdict <the LM's dict.txt>)"
+        )
+
+
+def load_pretrained_lm(model, cfg) -> None:
+    """Fill ``model``'s decoder (and optionally its encoder's embeddings) from the
+    checkpoint named by ``cfg.load_pretrained_decoder_from``; no-op when unset."""
+    path = safe_getattr(cfg, "load_pretrained_decoder_from", None)
+    if not path:
+        return
+    if not os.path.exists(path):
+        raise WarmStartError(f"--load-pretrained-decoder-from: no such file: {path}")
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    arch, lm_cfg = _model_cfg(state)
+    lm_state = state["model"]
+    family = model.warm_start_family
+    loaders = {"lstm_lm": _lstm_lm_state, "transformer_lm": _transformer_lm_state}
+    expected_arch = {"lstm": "lstm_lm", "transformer": "transformer_lm"}[family]
+    if not (arch == expected_arch or arch.startswith(expected_arch + "_")):
+        raise WarmStartError(
+            f"{path} is a '{arch}' checkpoint; --arch {model.warm_start_arch} starts from fairseq's "
+            f"{expected_arch} (architectures {expected_arch}*)"
+        )
+    _check_dictionary(lm_state, model, path)
+    decoder_state = loaders[expected_arch](lm_state, lm_cfg, model, cfg, path)
+    missing, unexpected = model.decoder.load_state_dict(decoder_state, strict=False)
+    latent_only = [key for key in missing if not key.startswith(model.decoder.latent_parameter_prefixes)]
+    if latent_only or unexpected:
+        raise WarmStartError(
+            f"{path}: the language model's decoder does not fit the VAE's "
+            f"(missing: {latent_only}, unexpected: {list(unexpected)})"
+        )
+    model.decoder.silence_latent_paths()
+    if safe_getattr(cfg, "load_pretrained_encoder_embed", False):
+        with torch.no_grad():
+            if model.encoder.embed_tokens.weight.shape != model.decoder.embed_tokens.weight.shape:
+                raise WarmStartError("--load-pretrained-encoder-embed needs the encoder's embeddings of the decoder's size")
+            model.encoder.embed_tokens.weight.copy_(model.decoder.embed_tokens.weight)
+    logger.info(f"decoder{' and encoder embeddings' if safe_getattr(cfg, 'load_pretrained_encoder_embed', False) else ''} "
+                f"loaded from the {arch} checkpoint {path}; z's paths into the decoder start at zero")
+
+
+def _lstm_lm_state(lm_state, lm_cfg, model, cfg, path) -> Dict[str, Tensor]:
+    decoder = model.decoder
+    embed_dim = decoder.embed_tokens.embedding_dim
+    lm_tied = bool(safe_getattr(lm_cfg, "share_decoder_input_output_embed", False))
+    lm_hidden = int(safe_getattr(lm_cfg, "decoder_hidden_size", -1))
+    lm_out_embed = int(safe_getattr(lm_cfg, "decoder_out_embed_dim", -1))
+    _require([
+        ("cell", "lstm", decoder.cell, "set --decoder-cell lstm (lstm_lm has LSTM layers)"),
+        ("embedding size (--decoder-embed-dim)", int(safe_getattr(lm_cfg, "decoder_embed_dim", -1)), embed_dim,
+         "set --embed-dim to it"),
+        ("hidden size (--decoder-hidden-size)", lm_hidden, decoder.hidden_size, "set --decoder-hidden-size to it"),
+        ("number of layers (--decoder-layers)", int(safe_getattr(lm_cfg, "decoder_layers", -1)), decoder.num_layers,
+         "set --decoder-layers to it"),
+        ("--share-decoder-input-output-embed", lm_tied, decoder.tie_output_embeddings,
+         "set --tie-output-embeddings to match it"),
+        ("--residuals", bool(safe_getattr(lm_cfg, "residuals", False)), False,
+         "the VAE's decoder has no residual connections: start from an LM trained without --residuals"),
+        ("adaptive softmax (--adaptive-softmax-cutoff with adaptive_loss)",
+         any(key.startswith("decoder.adaptive_softmax") for key in lm_state), False,
+         "start from an LM trained with the cross_entropy criterion"),
+    ], path)
+    if not lm_tied and lm_out_embed != lm_hidden:
+        raise WarmStartError(
+            f"{path}: the language model projects its {lm_hidden}-d states to {lm_out_embed} dimensions before its "
+            f"output layer (--decoder-out-embed-dim); the VAE's untied output layer reads the states directly: "
+            f"start from an LM trained with --decoder-out-embed-dim {lm_hidden}, or tie both (--tie-output-embeddings "
+            f"with an LM trained with --share-decoder-input-output-embed)"
+        )
+    out: Dict[str, Tensor] = {"embed_tokens.weight": lm_state["decoder.embed_tokens.weight"]}
+    for layer in range(decoder.num_layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            value = lm_state[f"decoder.layers.{layer}.{name}"]
+            if name == "weight_ih" and layer == 0 and decoder.latent_input:
+                # z's input columns, after the word embedding's, start silent
+                value = torch.cat([value, value.new_zeros(value.size(0), decoder.rnn.weight_ih_l0.size(1) - value.size(1))], 1)
+            out[f"rnn.{name}_l{layer}"] = value
+    if lm_tied:
+        if "decoder.additional_fc.weight" in lm_state:
+            out["hidden_to_embed.weight"] = lm_state["decoder.additional_fc.weight"]
+            out["hidden_to_embed.bias"] = lm_state["decoder.additional_fc.bias"]
+    else:
+        out["output_projection.weight"] = lm_state["decoder.fc_out.weight"]
+        out["output_projection.bias"] = lm_state["decoder.fc_out.bias"]
+    return out
+
+
+def _transformer_lm_state(lm_state, lm_cfg, model, cfg, path) -> Dict[str, Tensor]:
+    decoder = model.decoder
+    dim = decoder.embed_tokens.embedding_dim
+
+    def lm(name, default=None):
+        return safe_getattr(lm_cfg, name, default)
+
+    if cfg.latent_injection != "embedding":
+        raise WarmStartError(
+            f"--load-pretrained-decoder-from with --latent-injection {cfg.latent_injection}: z's memory position "
+            f"changes every self-attention of the LM, so the decoder would not start as the LM; set "
+            f"--latent-injection embedding"
+        )
+    _require([
+        ("embedding size (--decoder-embed-dim)", int(lm("decoder_embed_dim")), dim, "set --embed-dim to it"),
+        ("input and output sizes (--decoder-input-dim, --decoder-output-dim)",
+         (int(lm("decoder_input_dim", dim)), int(lm("decoder_output_dim", dim))), (dim, dim),
+         "the VAE's decoder has no projections: start from a transformer_lm trained with "
+         "--decoder-input-dim and --decoder-output-dim equal to --decoder-embed-dim"),
+        ("FFN size (--decoder-ffn-embed-dim)", int(lm("decoder_ffn_embed_dim")), int(cfg.ffn_embed_dim),
+         "set --ffn-embed-dim to it"),
+        ("number of layers (--decoder-layers)", int(lm("decoder_layers")), len(decoder.layers),
+         "set --decoder-layers to it"),
+        ("number of heads (--decoder-attention-heads)", int(lm("decoder_attention_heads")), int(cfg.attention_heads),
+         "set --attention-heads to it"),
+        ("--decoder-normalize-before", bool(lm("decoder_normalize_before", False)), bool(cfg.normalize_before),
+         "set --normalize-before to match it"),
+        ("--share-decoder-input-output-embed", bool(lm("share_decoder_input_output_embed", False)),
+         bool(cfg.share_decoder_input_output_embed), "set --share-decoder-input-output-embed to match it"),
+        ("activation (--activation-fn)", str(lm("activation_fn", "relu")), "relu",
+         "the VAE's layers use relu: start from a transformer_lm trained with it"),
+        ("position embeddings (--decoder-learned-pos, --no-token-positional-embeddings)",
+         (bool(lm("decoder_learned_pos", False)), bool(lm("no_token_positional_embeddings", False))), (False, False),
+         "the VAE's decoder has sinusoidal positions: start from a transformer_lm trained with them"),
+        ("embedding options (--no-scale-embedding, --layernorm-embedding, --adaptive-input)",
+         (bool(lm("no_scale_embedding", False)), bool(lm("layernorm_embedding", False)), bool(lm("adaptive_input", False))),
+         (False, False, False), "start from a transformer_lm trained without them"),
+    ], path)
+    return {key[len("decoder."):]: value for key, value in lm_state.items() if key.startswith("decoder.")}
