@@ -414,3 +414,41 @@ def test_fairseq_generate_posterior_samples_with_beam_search(memorised):
         assert len(lines(out, "H-")) == 2 * 20
         outputs.append(lines(out, "P-"))
     assert outputs[0] != outputs[1]  # the codes, hence the scores, follow the seed
+
+
+@pytest.fixture(scope="module")
+def looping(memorised, tmp_path_factory):
+    """The memorised model with </s> made unreachable: left alone it decodes to the cap."""
+    data, save_dir = memorised
+    state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
+    eos = 2  # fairseq's Dictionary: <s>, <pad>, </s>, <unk>
+    state["model"]["decoder.output_projection.bias"][eos] = -1e4
+    loop_dir = str(tmp_path_factory.mktemp("looping"))
+    torch.save(state, os.path.join(loop_dir, "checkpoint_last.pt"))
+    return data, loop_dir
+
+
+def hypothesis_lengths(stdout):
+    """Words of each hypothesis (fairseq's max length counts them, </s> comes on top)."""
+    return [len(h.split("\t")[2].split()) for h in lines(stdout, "H-")]
+
+
+@pytest.mark.parametrize("flags", [(), ("--latent-mode", "interpolate", "--interpolation-steps", "2"),
+                                   ("--latent-mode", "impute")])
+def test_decoding_from_a_sentence_stops_near_its_length_even_when_the_decoder_loops(looping, flags):
+    code, out, err = generate(looping, "--beam", "1", *flags)
+    assert code == 0, err[-3000:]
+    longest_input = max(len(s.split()) for s in SENTENCES) + 1  # the decoded-from tokens, </s> included
+    lengths = hypothesis_lengths(out)
+    assert lengths and max(lengths) <= int(1.2 * longest_input + 10)
+    assert max(lengths) > longest_input  # it does loop: the bound, not </s>, ended it
+    # fairseq's own options still decide when given
+    code, out, err = generate(looping, "--beam", "1", "--max-len-a", "0", "--max-len-b", "40", *flags)
+    assert code == 0, err[-3000:]
+    assert max(hypothesis_lengths(out)) == 40
+
+
+def test_prior_samples_stop_at_the_documented_cap_when_the_decoder_loops(looping):
+    code, out, err = generate(looping, "--latent-mode", "prior", "--num-samples", "3", "--beam", "1")
+    assert code == 0, err[-3000:]
+    assert hypothesis_lengths(out) == [100] * 3

@@ -24,6 +24,17 @@ def register_generation_mode(name: str):
     return register
 
 
+#: fairseq's --max-len-a/--max-len-b defaults: a cap of 200 tokens whatever the input
+FAIRSEQ_LENGTH_DEFAULTS = (0, 200)
+
+
+def default_length_bound(args, max_len_a: float, max_len_b: int) -> None:
+    """Bound the output at ``max_len_a * x + max_len_b`` tokens (x: the length of what
+    is decoded from, the longest of its batch) unless --max-len-a/--max-len-b were set."""
+    if (getattr(args, "max_len_a", 0), getattr(args, "max_len_b", 200)) == FAIRSEQ_LENGTH_DEFAULTS:
+        args.max_len_a, args.max_len_b = max_len_a, max_len_b
+
+
 class InputError(ValueError):
     """An input the mode cannot take; interactive use skips it with this message."""
 
@@ -46,6 +57,9 @@ class GenerationMode:
     name = ""
     #: False for modes that need no sentences (prior samples)
     uses_data = True
+    #: (--max-len-a, --max-len-b) unless given: at most 1.2 x the input's length + 10
+    #: tokens, so that a decoder caught in a loop stops near the length it decodes from
+    length_bound = (1.2, 10)
 
     def __init__(self, task):
         self.task = task
@@ -102,6 +116,7 @@ class GenerationMode:
 
     def generation_args(self, args) -> None:
         """Adjust fairseq's generation options before the generator is built."""
+        default_length_bound(args, *self.length_bound)
 
     def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
         net_input = dict(sample["net_input"], sample_posterior=False)

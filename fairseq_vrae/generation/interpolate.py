@@ -117,6 +117,7 @@ class Interpolation(GenerationMode):
         return super().input_sizes(dataset)
 
     def generation_args(self, args):
+        super().generation_args(args)
         # one hypothesis per point; let the stock commands print all of them
         if getattr(args, "nbest", 1) < self.points:
             args.nbest = self.points
@@ -142,10 +143,12 @@ class Interpolation(GenerationMode):
             weights.repeat(pairs),
             self.cfg.interpolation,
         )
+        # the length bound is relative to the longer end of each path
+        longer = first if first.size(1) >= second.size(1) else second
         expanded = {
             "net_input": {
-                "src_tokens": net_input["src_tokens"].repeat_interleave(points, 0),
-                "src_lengths": net_input["src_lengths"].repeat_interleave(points, 0),
+                "src_tokens": longer.repeat_interleave(points, 0),
+                "src_lengths": longer.ne(self.dictionary.pad()).sum(1).repeat_interleave(points, 0),
             },
         }
         hypos = self.decode_latent(generator, models, expanded, codes)

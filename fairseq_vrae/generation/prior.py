@@ -51,6 +51,8 @@ class PriorSampleDataset(FairseqDataset):
 @register_generation_mode("prior")
 class PriorSamples(GenerationMode):
     uses_data = False
+    #: nothing to be relative to: at most 100 tokens unless --max-len-b says otherwise
+    length_bound = (0, 100)
 
     def __init__(self, task):
         super().__init__(task)

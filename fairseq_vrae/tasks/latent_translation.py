@@ -30,6 +30,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from ..criterions.vrae_elbo import LatentEvaluationConfig
+from ..generation.base import default_length_bound
 from ..inputs import InteractiveLines, interactive_lines, skip_input
 from ..models.cvae import CVAEModelMixin
 
@@ -121,6 +122,8 @@ class LatentTranslationTask(TranslationTask):
         return kept
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        # at most 1.2 x the source's length + 10 tokens unless --max-len-a/--max-len-b are given
+        default_length_bound(args, 1.2, 10)
         samples = self.cfg.samples_per_source
         if samples > 1:
             # each source gets K x nbest hypotheses, printed by fairseq-generate/-interactive
