@@ -93,6 +93,9 @@ class CVAEModelMixin:
     """forward (logits + the latent contract), the bag-of-words head and the checkpoint
     check, for encoder-decoder models whose encoder is a :class:`CVAEEncoder`."""
 
+    # the parameters through which z reaches the decoder (none of them in the translation model)
+    latent_parameter_prefixes = ("latent_to_embedding.", "latent_to_memory.", "bag_of_words.")
+
     def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_posterior: bool = True,
                 posterior_tokens=None, **kwargs):
         """Logits and the latent contract; q(z|x, y) reads ``posterior_tokens`` (default: the
@@ -160,6 +163,12 @@ def add_latent_args(parser) -> None:
                         help="hidden size of the prior network p(z|x) (default: the encoder's size)")
     parser.add_argument("--posterior-bn-gamma", type=float, metavar="G",
                         help="BN-VAE scale of the posterior means (see vrae_lstm); 0 = off (default)")
+    parser.add_argument("--load-pretrained-encoder-from", metavar="PATH",
+                        help="start the source encoder from this fairseq translation checkpoint (transformer "
+                             "for cvae_transformer, lstm for cvae_lstm; same dictionaries and sizes)")
+    parser.add_argument("--load-pretrained-decoder-from", metavar="PATH",
+                        help="start the decoder from this fairseq translation checkpoint; z's paths into it "
+                             "start at zero, so with both options the CVAE begins translating as that model")
     parser.add_argument("--bow-head", choices=["shared", "own"],
                         help="the bag-of-words head scores z through the decoder's output layer "
                              "(shared, the default: with --share-all-embeddings its gradient also "

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
 from .vrae_transformer import LatentShiftedEmbedding, latent_shift_projection
+from .warm_start import load_pretrained_translation
 
 
 def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
@@ -49,6 +50,11 @@ class CVAELSTMEncoder(CVAEEncoder):
             left_pad=False, pretrained_embed=decoder_embed, **lstm_args,
         )
         self.output_units = output_units
+
+    @property
+    def source_network(self):
+        """fairseq's encoder inside (what an lstm checkpoint's encoder.* fills)."""
+        return self.lstm
 
     def encode_source(self, src_tokens, src_lengths):
         source = self.lstm(src_tokens, src_lengths, enforce_sorted=False)
@@ -86,9 +92,16 @@ class CVAELSTMDecoder(LSTMDecoder):
         output_dim = embed_dim if self.share_input_output_embed else self.fc_out.in_features
         self.bag_of_words = nn.Linear(latent_dim, len(self.dictionary) if bow_head == "own" else output_dim)
 
+    latent_parameter_prefixes = CVAEModelMixin.latent_parameter_prefixes
+
     def latent_features(self, z: Tensor) -> Tensor:
         """z in the output layer's input space (the bag-of-words head)."""
         return self.bag_of_words(z)
+
+    def silence_latent_paths(self) -> None:
+        if self.latent_to_embedding is not None:
+            nn.init.zeros_(self.latent_to_embedding.weight)
+            nn.init.zeros_(self.latent_to_embedding.bias)
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
@@ -137,7 +150,9 @@ class CVAELSTMModel(CVAEModelMixin, LSTMModel):
             pretrained_embed=decoder_embed, share_input_output_embed=args.share_decoder_input_output_embed,
             max_target_positions=max_target_positions,
         )
-        return cls(encoder, decoder)
+        return load_pretrained_translation(cls(encoder, decoder), args)
+
+    warm_start_base, warm_start_family, warm_start_arch = LSTMModel, "lstm", "cvae_lstm"
 
 
 @register_model_architecture("cvae_lstm", "cvae_lstm")

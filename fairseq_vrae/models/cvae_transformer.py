@@ -25,6 +25,7 @@ from fairseq.models.transformer.transformer_legacy import base_architecture
 from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
+from .warm_start import load_pretrained_translation
 from .vrae_transformer import (
     LatentShiftedEmbedding, freeze_fused_kernel_copies, latent_shift_projection, shifted_embedding,
 )
@@ -45,6 +46,11 @@ class CVAETransformerEncoder(CVAEEncoder):
         self.target_reader = TransformerEncoderBase(reader_cfg, tgt_dict, decoder_embed)
         for encoder in (self.transformer, self.target_reader):
             freeze_fused_kernel_copies(encoder)
+
+    @property
+    def source_network(self):
+        """fairseq's encoder inside (what a transformer checkpoint's encoder.* fills)."""
+        return self.transformer
 
     def encode_source(self, src_tokens, src_lengths):
         out = self.transformer(src_tokens, src_lengths=src_lengths)
@@ -76,9 +82,16 @@ class CVAETransformerDecoder(TransformerDecoderBase):
         self.bow_head = bow_head
         self.bag_of_words = nn.Linear(latent_dim, len(dictionary) if bow_head == "own" else cfg.decoder.output_dim)
 
+    latent_parameter_prefixes = CVAEModelMixin.latent_parameter_prefixes
+
     def latent_features(self, z: Tensor) -> Tensor:
         """z in the output layer's input space (the bag-of-words head)."""
         return self.bag_of_words(z)
+
+    def silence_latent_paths(self) -> None:
+        if self.latent_to_embedding is not None:
+            nn.init.zeros_(self.latent_to_embedding.weight)
+            nn.init.zeros_(self.latent_to_embedding.bias)
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
@@ -122,7 +135,9 @@ class CVAETransformerModel(CVAEModelMixin, TransformerModel):
         encoder = CVAETransformerEncoder(cfg, args, src_dict, tgt_dict, encoder_embed, decoder_embed)
         decoder = CVAETransformerDecoder(cfg, tgt_dict, decoder_embed, args.latent_dim, args.latent_injection,
                                          args.bow_head)
-        return cls(args, encoder, decoder)
+        return load_pretrained_translation(cls(args, encoder, decoder), args)
+
+    warm_start_base, warm_start_family, warm_start_arch = TransformerModel, "transformer", "cvae_transformer"
 
 
 # Architectures only fill in defaults.

@@ -49,6 +49,23 @@ class WarmStartError(ValueError):
     pass
 
 
+PRETRAINED_PATH_OPTIONS = ("load_pretrained_decoder_from", "load_pretrained_encoder_from")
+
+
+def forget_pretrained_paths(cfg) -> None:
+    """Clear the warm-start paths of a saved model's options before it is rebuilt from
+    its checkpoint, which holds the trained weights: the checkpoint it started from is
+    not read again (and need not exist any more)."""
+    import contextlib
+
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+        for name in PRETRAINED_PATH_OPTIONS:
+            if getattr(cfg, name, None):
+                setattr(cfg, name, None)
+
+
 def _model_cfg(state) -> Tuple[str, object]:
     """(architecture name, model options) of a loaded checkpoint."""
     cfg = state.get("cfg")
@@ -202,3 +219,80 @@ def _transformer_lm_state(lm_state, lm_cfg, model, cfg, path) -> Dict[str, Tenso
          (False, False, False), "start from a transformer_lm trained without them"),
     ], path)
     return {key[len("decoder."):]: value for key, value in lm_state.items() if key.startswith("decoder.")}
+
+
+# ---------------------------------------------------------------------------------------
+# conditional VAEs from a translation model: cvae_transformer from transformer, cvae_lstm from lstm
+
+#: options that change what a network computes without changing a parameter's shape
+SHAPELESS_OPTIONS = {
+    "transformer": ("encoder_attention_heads", "decoder_attention_heads", "encoder_normalize_before",
+                    "decoder_normalize_before", "activation_fn", "no_scale_embedding", "layernorm_embedding",
+                    "encoder_learned_pos", "decoder_learned_pos", "no_token_positional_embeddings",
+                    "share_decoder_input_output_embed", "share_all_embeddings", "no_decoder_final_norm"),
+    "lstm": ("encoder_bidirectional", "decoder_attention", "share_decoder_input_output_embed",
+             "share_all_embeddings", "residuals"),
+}
+
+
+def load_pretrained_translation(model, args):
+    """``model`` (a conditional VAE) with its source encoder from
+    ``--load-pretrained-encoder-from`` and its decoder from ``--load-pretrained-decoder-from``
+    (usually the same fairseq translation checkpoint); returns the model."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    loaded = []
+    for side in ("encoder", "decoder"):
+        path = getattr(args, f"load_pretrained_{side}_from", None)
+        if not path:
+            continue
+        if not os.path.exists(path):
+            raise WarmStartError(f"--load-pretrained-{side}-from: no such file: {path}")
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+        arch, base_args = _model_cfg(state)
+        base_class = ARCH_MODEL_REGISTRY.get(arch)
+        if base_class is None or not issubclass(base_class, model.warm_start_base) or hasattr(base_class, "bag_of_words_logits"):
+            raise WarmStartError(
+                f"{path} is a '{arch}' checkpoint; --arch {model.warm_start_arch} starts from fairseq's "
+                f"{model.warm_start_base.__name__} (--arch {model.warm_start_family} and its sizes)"
+            )
+        if getattr(args, "latent_injection", "embedding") != "embedding":
+            raise WarmStartError(
+                f"--load-pretrained-{side}-from with --latent-injection {args.latent_injection}: z's extra source "
+                f"position changes the decoder's attention, so it would not start as the translation model; set "
+                f"--latent-injection embedding"
+            )
+        for name in SHAPELESS_OPTIONS[model.warm_start_family]:
+            theirs, ours = safe_getattr(base_args, name, None), getattr(args, name, None)
+            if theirs != ours:
+                raise WarmStartError(f"{path}: the {arch} model has --{name.replace('_', '-')} {theirs}, "
+                                     f"the CVAE {ours}; set it to match")
+        prefix = f"{side}."
+        weights = {key[len(prefix):]: value for key, value in state["model"].items() if key.startswith(prefix)}
+        target = model.encoder.source_network if side == "encoder" else model.decoder
+        embed = weights.get("embed_tokens.weight")
+        expected = target.embed_tokens.weight
+        if embed is not None and embed.size(0) != expected.size(0):
+            raise WarmStartError(
+                f"{path}: dictionary mismatch: the {arch} model's {side} has a dictionary of {embed.size(0)} "
+                f"entries, the CVAE's data {expected.size(0)}; binarize the pairs with the model's dictionaries "
+                f"(fairseq-preprocess --srcdict/--tgtdict)"
+            )
+        own = target.state_dict()
+        for key, value in weights.items():
+            if key in own and own[key].shape != value.shape:
+                raise WarmStartError(
+                    f"{path}: {prefix}{key} is {tuple(value.shape)} in the {arch} model, {tuple(own[key].shape)} in "
+                    f"the CVAE; give --arch {model.warm_start_arch} the {arch} model's size options"
+                )
+        missing, unexpected = target.load_state_dict(weights, strict=False)
+        latent_prefixes = getattr(target, "latent_parameter_prefixes", ())
+        missing = [key for key in missing if not key.startswith(latent_prefixes)]
+        if missing or unexpected:
+            raise WarmStartError(f"{path}: the {arch} model's {side} does not fit the CVAE's "
+                                 f"(missing: {missing}, unexpected: {list(unexpected)})")
+        loaded.append(f"{side} from the {arch} checkpoint {path}")
+    if loaded:
+        model.decoder.silence_latent_paths()
+        logger.info("; ".join(loaded) + "; z's paths into the decoder start at zero")
+    return model

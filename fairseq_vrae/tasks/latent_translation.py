@@ -33,6 +33,7 @@ from ..criterions.vrae_elbo import LatentEvaluationConfig
 from ..generation.base import default_length_bound
 from ..inputs import InteractiveLines, interactive_lines, skip_input
 from ..models.cvae import CVAEModelMixin
+from ..models.warm_start import forget_pretrained_paths
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class LatentTranslationTask(TranslationTask):
                 f"or cvae_lstm), but this checkpoint/configuration holds a {name!r} model, which "
                 f"has no latent code: translate it with --task translation"
             )
+        if from_checkpoint:
+            forget_pretrained_paths(cfg)
         return super().build_model(cfg, from_checkpoint)
 
     def get_interactive_tokens_and_lengths(self, lines, encode_fn):

@@ -1,6 +1,5 @@
 """The ``vrae_lm`` task: one sentence per example from ``fairseq-preprocess`` output."""
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -14,11 +13,12 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, OmegaConf, open_dict
+from omegaconf import II
 
 from ..criterions.vrae_elbo import LatentEvaluationConfig
 from ..generation import GENERATION_MODES, GenerationMode, InputError
 from ..inputs import skip_input
+from ..models.warm_start import forget_pretrained_paths
 
 logger = logging.getLogger(__name__)
 
@@ -297,10 +297,8 @@ class VRAELanguageModelingTask(FairseqTask):
                 f"the vrae_lm task needs a vrae model, but this checkpoint/configuration holds "
                 f"a {name!r} model ({model_class.__name__})"
             )
-        if from_checkpoint and getattr(cfg, "load_pretrained_decoder_from", None):
-            # the checkpoint holds the trained weights: the LM it started from is not read again
-            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
-                cfg.load_pretrained_decoder_from = None
+        if from_checkpoint:
+            forget_pretrained_paths(cfg)
         return super().build_model(cfg, from_checkpoint)
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):

@@ -1,0 +1,86 @@
+"""--load-pretrained-encoder-from / --load-pretrained-decoder-from: a conditional VAE that
+starts as the user's fairseq translation model."""
+
+import os
+
+import pytest
+
+import helpers
+from test_cvae import TINY_TRANSFORMER, cvae_train_args, run, two_variant_pairs
+
+TINY_LSTM = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-hidden-size", "32",
+             "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32", "--share-all-embeddings"]
+FAMILIES = {"cvae_transformer": ("transformer", TINY_TRANSFORMER), "cvae_lstm": ("lstm", TINY_LSTM)}
+# fairseq's lstm ties its output layer whenever it shares all embeddings; cvae_lstm is told
+CVAE_FLAGS = {"cvae_transformer": [], "cvae_lstm": ["--share-decoder-input-output-embed"]}
+
+
+@pytest.fixture(scope="module")
+def translation_models(tmp_path_factory):
+    """A tiny fairseq transformer and lstm trained on the two-variant pairs."""
+    root = tmp_path_factory.mktemp("mt")
+    test = two_variant_pairs(20, seed=1)
+    data = helpers.binarize_pair(str(root / "corpus"), {"train": two_variant_pairs(400, seed=0), "valid": test, "test": test})
+    checkpoints = {}
+    for cvae_arch, (arch, sizes) in FAMILIES.items():
+        save = str(root / arch)
+        helpers.run_train([data, "--task", "translation", "-s", "en", "-t", "de", "--arch", arch, *sizes,
+                           "--dropout", "0", "--optimizer", "adam", "--lr", "0.005", "--max-tokens", "1200",
+                           "--max-update", "60", "--criterion", "cross_entropy", "--cpu", "--num-workers", "0",
+                           "--distributed-world-size", "1", "--save-dir", save, "--no-epoch-checkpoints", "--seed", "3"])
+        checkpoints[cvae_arch] = os.path.join(save, "checkpoint_last.pt")
+    return data, checkpoints, root
+
+
+def generate(data, checkpoint, task, *flags):
+    out = run("fairseq-generate", data, "--user-dir", helpers.USER_DIR, "--task", task,
+              "-s", "en", "-t", "de", "--path", checkpoint, "--gen-subset", "test", "--cpu",
+              "--batch-size", "8", "--beam", "5", *flags)
+    return sorted(line.split("\t", 1)[0] + "\t" + line.split("\t")[2] for line in out.splitlines() if line.startswith("H-"))
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_the_warm_started_cvae_translates_as_the_translation_model_before_any_update(translation_models, arch):
+    data, checkpoints, root = translation_models
+    base = checkpoints[arch]
+    save = str(root / f"{arch}-warm")
+    # one update at learning rate 0: the checkpoint holds the warm-started weights unchanged
+    helpers.run_train(cvae_train_args(data, save, arch, extra=[*CVAE_FLAGS[arch],
+        "--latent-injection", "embedding", "--load-pretrained-encoder-from", base,
+        "--load-pretrained-decoder-from", base, "--lr", "0", "--warmup-updates", "1", "--max-update", "1",
+        "--distributed-world-size", "1", "--disable-validation"]))
+    warm = os.path.join(save, "checkpoint_last.pt")
+    expected = generate(data, base, "translation")
+    assert len(expected) == 20
+    assert generate(data, warm, "latent_translation") == expected  # prior mean: z's paths are silent
+    # a CVAE from scratch translates otherwise: the translation model's weights are what made it equal
+    cold = str(root / f"{arch}-cold")
+    helpers.run_train(cvae_train_args(data, cold, arch, extra=[*CVAE_FLAGS[arch],
+        "--latent-injection", "embedding", "--lr", "0", "--warmup-updates", "1", "--max-update", "1",
+        "--distributed-world-size", "1", "--disable-validation"]))
+    assert generate(data, os.path.join(cold, "checkpoint_last.pt"), "latent_translation") != expected
+
+
+def build(data, arch, extra):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = cvae_train_args(data, "/nonexistent", arch, extra=list(extra))
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
+    task = tasks.setup_task(cfg.task)
+    return task.build_model(cfg.model)
+
+
+def test_cvae_warm_start_refusals_name_the_fix(translation_models):
+    data, checkpoints, _ = translation_models
+    base = checkpoints["cvae_transformer"]
+    with pytest.raises(ValueError, match=r"--latent-injection both: .* set --latent-injection embedding"):
+        build(data, "cvae_transformer", ["--load-pretrained-decoder-from", base])
+    with pytest.raises(ValueError, match=r"decoder.layers.0.fc1.weight is \(64, 32\) .* \(128, 32\).*size options"):
+        build(data, "cvae_transformer", ["--latent-injection", "embedding", "--decoder-ffn-embed-dim", "128",
+                                         "--load-pretrained-decoder-from", base])
+    with pytest.raises(ValueError, match=r"--decoder-normalize-before False, the CVAE True; set it to match"):
+        build(data, "cvae_transformer", ["--latent-injection", "embedding", "--decoder-normalize-before",
+                                         "--load-pretrained-decoder-from", base])
+    with pytest.raises(ValueError, match=r"is a 'transformer' checkpoint; --arch cvae_lstm starts from fairseq's LSTMModel"):
+        build(data, "cvae_lstm", ["--latent-injection", "embedding", "--load-pretrained-encoder-from", base])
