@@ -141,6 +141,16 @@ def test_interactive_and_hub_give_k_samples_per_source(trained):
     assert len({tuple(h) for h in (printed[0:3], printed[3:6], printed[6:9])}) == 3
     mean = CVAETransformerModel.from_pretrained(os.path.dirname(checkpoint), "checkpoint_last.pt", data)
     assert mean.translate(sources, beam=4) == [generate(data, checkpoint, "--task", "translation")[i][0] for i in range(3)]
+    # the prior temperature, on the command line and in the hub: at 0 every draw is the mean
+    cold = run("fairseq-interactive", data, "--user-dir", helpers.USER_DIR, "--task", "latent_translation",
+               "--latent-mode", "prior-sample", "--samples-per-source", "3", "-s", "en", "-t", "de",
+               "--path", checkpoint, "--beam", "2", "--cpu", "--prior-temperature", "0", stdin=sources[0] + "\n")
+    frozen = CVAETransformerModel.from_pretrained(os.path.dirname(checkpoint), "checkpoint_last.pt", data,
+                                                  latent_mode="prior-sample", samples_per_source=3, prior_temperature=0)
+    frozen.eval()
+    drawn = [frozen.decode(h["tokens"]) for h in frozen.generate([tokens[0]], beam=2)[0]]
+    assert drawn == [line.split("\t")[2] for line in cold.splitlines() if line.startswith("H-")]
+    assert drawn == mean.translate([sources[0]], beam=2) * 3
 
 
 def interactive_translations(out):
@@ -420,3 +430,26 @@ def test_eval_bleu_validation_of_the_translation_task_works(tmp_path):
     valid = [r for r in records if "valid_bleu" in r]
     assert valid and all(0 <= float(r["valid_bleu"]) <= 100 for r in valid)
     assert all("valid_kl" in r and "valid_nll_loss" in r for r in valid)
+
+
+def pairwise_bleu(hypotheses) -> float:
+    """Mean sacreBLEU of each sample against each other sample of its source (Shen et al. 2019)."""
+    import itertools
+
+    import sacrebleu
+
+    scores = [sacrebleu.sentence_bleu(a, [b]).score
+              for samples in hypotheses.values() for a, b in itertools.permutations(samples, 2)]
+    return sum(scores) / len(scores)
+
+
+def test_pairwise_bleu_falls_as_the_prior_temperature_rises(trained):
+    data, checkpoint, _ = trained
+    by_temperature = {}
+    for temperature in ("0", "1", "3"):
+        hypotheses = generate(data, checkpoint, "--task", "latent_translation", "--latent-mode", "prior-sample",
+                              "--samples-per-source", "5", "--beam", "1", "--prior-temperature", temperature)
+        assert all(len(samples) == 5 for samples in hypotheses.values())
+        by_temperature[temperature] = pairwise_bleu(hypotheses)
+    assert by_temperature["0"] == pytest.approx(100.0)  # every draw is the prior's mean
+    assert by_temperature["0"] > by_temperature["1"] > by_temperature["3"], by_temperature

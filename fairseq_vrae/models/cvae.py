@@ -63,10 +63,11 @@ class CVAEEncoder(FairseqEncoder):
 
     def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
                 posterior_tokens: Optional[Tensor] = None, latent_codes: Optional[Tensor] = None,
-                latent_seeds: Optional[Tensor] = None, sample_posterior: bool = True, **unused) -> Dict:
+                latent_seeds: Optional[Tensor] = None, latent_temperature: float = 1.0,
+                sample_posterior: bool = True, **unused) -> Dict:
         source, condition = self.encode_source(src_tokens, src_lengths)
         if latent_seeds is not None:
-            latent_codes = self.latent.sample_prior(latent_seeds.cpu(), condition).to(condition.device)
+            latent_codes = self.latent.sample_prior(latent_seeds.cpu(), condition, latent_temperature).to(condition.device)
         if latent_codes is not None:
             latent = self.latent.given(latent_codes.to(condition.dtype), condition=condition)
         elif posterior_tokens is not None:
@@ -111,11 +112,11 @@ class CVAEModelMixin:
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
                         data_name_or_path: str = ".", latent_mode: str = "prior-mean",
-                        samples_per_source: int = 1, **kwargs):
+                        samples_per_source: int = 1, prior_temperature: float = 1.0, **kwargs):
         """fairseq's hub interface (``translate``, ``sample``, ``generate``) over the
         ``latent_translation`` task, whichever task the model was trained with: with
         ``latent_mode="prior-sample"`` and ``samples_per_source=K``, ``generate`` returns
-        K x beam hypotheses per source."""
+        K x beam hypotheses per source, drawn at ``prior_temperature``."""
         from fairseq import hub_utils
         from omegaconf import open_dict
 
@@ -128,6 +129,7 @@ class CVAEModelMixin:
         with open_dict(cfg):
             cfg.task.latent_mode = latent_mode
             cfg.task.samples_per_source = samples_per_source
+            cfg.task.prior_temperature = prior_temperature
             cfg.task.seed = cfg.common.seed
         latent_task = LatentTranslationTask(cfg.task, task.source_dictionary, task.target_dictionary)
         return hub_utils.GeneratorHubInterface(cfg, latent_task, loaded["models"])

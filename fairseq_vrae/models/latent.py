@@ -44,9 +44,10 @@ class StandardNormalPrior(nn.Module):
         zeros = torch.zeros(like.size(0), self.latent_dim, dtype=like.dtype, device=like.device)
         return zeros, zeros
 
-    def sample(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
-        """One code per seed, fixed by the seed whatever the batching (float32, CPU)."""
-        return seeded_normal(seeds, (self.latent_dim,))
+    def sample(self, seeds: Tensor, condition: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
+        """One code per seed, fixed by the seed whatever the batching (float32, CPU); the
+        standard deviation scaled by ``temperature``."""
+        return temperature * seeded_normal(seeds, (self.latent_dim,))
 
 
 class ConditionalGaussianPrior(nn.Module):
@@ -65,10 +66,10 @@ class ConditionalGaussianPrior(nn.Module):
         mu, logvar = self.net(condition).chunk(2, dim=-1)
         return mu, clamp_logvar(logvar)
 
-    def sample(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+    def sample(self, seeds: Tensor, condition: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
         mu, logvar = self.forward(condition, condition)
         noise = seeded_normal(seeds, (self.latent_dim,)).to(mu.device)
-        return mu.float() + torch.exp(0.5 * logvar.float()) * noise
+        return mu.float() + temperature * torch.exp(0.5 * logvar.float()) * noise
 
 
 class PosteriorMeanBatchNorm(nn.Module):
@@ -188,9 +189,10 @@ class LatentLayer(nn.Module):
         """A code chosen from outside, as a point mass (the smallest variance represented)."""
         return self._contract(z, z, torch.full_like(z, LOGVAR_MIN), condition)
 
-    def sample_prior(self, seeds: Tensor, condition: Optional[Tensor] = None) -> Tensor:
-        """z ~ p(z) (or p(z|c)) for each seed, reproducible per seed."""
-        return self.prior.sample(seeds, condition)
+    def sample_prior(self, seeds: Tensor, condition: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
+        """z ~ p(z) (or p(z|c)) for each seed, reproducible per seed; ``temperature``
+        scales the prior's standard deviation (0: its mean; above 1: farther draws)."""
+        return self.prior.sample(seeds, condition, temperature)
 
 
 def without_dropout(module: nn.Module, summarize: Callable[[], Tensor]) -> Callable[[], Tensor]:

@@ -52,6 +52,11 @@ class LatentTranslationConfig(TranslationConfig):
         metadata={"help": "--latent-mode prior-sample: draws of z per source, each decoded "
                   "with the chosen search (K x --nbest hypotheses per source)"},
     )
+    prior_temperature: float = field(
+        default=1.0,
+        metadata={"help": "--latent-mode prior-sample: scale of p(z|x)'s standard deviation (0 draws its "
+                  "mean every time; above 1, draws farther from it: more diverse translations)"},
+    )
     seed: int = II("common.seed")
 
 
@@ -68,6 +73,8 @@ class LatentTranslationTask(TranslationTask):
 
     def __init__(self, cfg: LatentTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
+        if cfg.prior_temperature < 0:
+            raise ValueError(f"--prior-temperature must be >= 0, got {cfg.prior_temperature}")
         if cfg.samples_per_source < 1:
             raise ValueError(f"--samples-per-source must be >= 1, got {cfg.samples_per_source}")
         if cfg.samples_per_source > 1 and cfg.latent_mode != "prior-sample":
@@ -164,6 +171,7 @@ class LatentTranslationTask(TranslationTask):
             for key, value in net_input.items()
         }
         expanded["latent_seeds"] = sample_seeds(self.cfg.seed, ids, samples)
+        expanded["latent_temperature"] = float(getattr(self.cfg, "prior_temperature", 1.0))
         expanded.pop("prev_output_tokens", None)
         repeat = (lambda t: None if t is None else t.index_select(0, rows))
         hypotheses = super().inference_step(
