@@ -5,10 +5,12 @@ memory-bounded chunks and accumulates whole-split statistics in fairseq meters.
 """
 
 import math
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import meters as fairseq_meters
 from fairseq.logging.meters import Meter
 from torch import Tensor
@@ -21,6 +23,27 @@ from .vae_math import (
     mutual_information,
     seeded_normal,
 )
+
+
+@dataclass
+class LatentEvaluationConfig(FairseqDataclass):
+    """The evaluation options of ``vrae_elbo``.  Tasks that host VAEs declare them too
+    (``vrae_lm`` does), so that ``fairseq-validate --task vrae_lm --iw-samples K``
+    parses without naming the criterion; the checkpoint's criterion gets the value."""
+
+    iw_samples: int = field(
+        default=0,
+        metadata={
+            "help": "validation: also estimate -log p(x) with this many importance samples "
+            "per sentence (500 is the usual protocol) and the mutual information I(x; z) "
+            "over the whole split; 0 = the bound only"
+        },
+    )
+    iw_chunk_tokens: int = field(
+        default=16384,
+        metadata={"help": "--iw-samples: target tokens the decoder scores in one pass "
+                  "(lower it if evaluation runs out of memory)"},
+    )
 
 
 def samples_per_chunk(num_samples: int, batch_size: int, target_length: int, chunk_tokens: int) -> int:

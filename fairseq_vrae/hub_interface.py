@@ -11,6 +11,7 @@ from omegaconf import open_dict
 from torch import Tensor
 
 from .evaluation import importance_weighted_evaluation
+from .vae_math import sentence_seeds
 
 Sentences = Union[str, Sequence[str]]
 
@@ -136,7 +137,7 @@ class VRAEHubInterface(GeneratorHubInterface):
             },
             "target": source,
         }
-        seeds = seed * 1_000_003 + torch.arange(len(tokens))
+        seeds = sentence_seeds(seed, torch.arange(len(tokens)))
         with torch.no_grad():
             nll = importance_weighted_evaluation(self.models[0], sample, iw_samples, pad, sentence_seeds=seeds)["iw_nll"]
         scored = [

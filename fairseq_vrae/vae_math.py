@@ -44,6 +44,18 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, prior_mu: Tensor, prior_logvar: Tens
     return 0.5 * (prior_logvar - logvar + (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp() - 1.0)
 
 
+def sentence_seeds(seed: int, ids: Tensor, draws: int = 1) -> Tensor:
+    """The seed of each (sentence id, draw) pair: ``seed * 1_000_003 + id * draws + k``
+    for k < ``draws``, id-major (with one draw, ``seed * 1_000_003 + id``).  Every random
+    code of a sentence (prior samples, importance samples, translation draws) comes from
+    its own seed, so results do not depend on batching, workers or device."""
+    ids = ids.cpu().long()
+    if draws == 1:
+        return seed * 1_000_003 + ids
+    k = torch.arange(draws, dtype=torch.long).repeat(ids.numel())
+    return seed * 1_000_003 + ids.repeat_interleave(draws) * draws + k
+
+
 def seeded_normal(seeds: Tensor, shape: tuple) -> Tensor:
     """N(0, I) noise of shape ``(len(seeds), *shape)``, float32 on the CPU, each row from a
     generator of its own seed: the same draws whatever the batch, worker or device."""

@@ -159,3 +159,12 @@ def test_free_bits_below_the_floor_still_train_a_learned_prior_but_spare_the_pos
     # a fixed prior: exactly free_bits_kl
     fixed = free_bits_kl_to_prior(mu.detach(), logvar.detach(), torch.zeros(6, 4), torch.zeros(6, 4), 0.01)
     assert torch.equal(fixed, free_bits_kl(gaussian_kl(mu.detach(), logvar.detach(), torch.zeros(6, 4), torch.zeros(6, 4)), 0.01))
+
+
+def test_sentence_seeds_give_each_sentence_and_draw_its_own_seed():
+    from fairseq_vrae.vae_math import sentence_seeds
+
+    ids = torch.tensor([4, 0, 9])
+    assert sentence_seeds(7, ids).tolist() == [7 * 1_000_003 + i for i in (4, 0, 9)]
+    assert sentence_seeds(7, ids, draws=2).tolist() == [7 * 1_000_003 + i * 2 + k for i in (4, 0, 9) for k in (0, 1)]
+    assert len(set(sentence_seeds(7, torch.arange(50), draws=3).tolist())) == 150

@@ -21,36 +21,15 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import utils as distributed_utils
 from omegaconf import II, OmegaConf, open_dict
 
-from ..evaluation import ActiveUnitsMeter, MutualInformationMeter, importance_weighted_evaluation
+from ..evaluation import ActiveUnitsMeter, LatentEvaluationConfig, MutualInformationMeter, importance_weighted_evaluation
 from ..models.latent import find_latent_layer
-from ..vae_math import free_bits_kl_to_prior, gaussian_kl, kl_weight
+from ..vae_math import free_bits_kl_to_prior, gaussian_kl, kl_weight, sentence_seeds
 from .recipes import RECIPES, recipe_settings
 
 logger = logging.getLogger(__name__)
 
 KL_SCHEDULES = ChoiceEnum(["logistic", "linear", "cyclical", "constant"])
 VAE_RECIPES = ChoiceEnum(["none", *RECIPES])
-
-
-@dataclass
-class LatentEvaluationConfig(FairseqDataclass):
-    """The evaluation options of ``vrae_elbo``.  Tasks that host VAEs declare them too
-    (``vrae_lm`` does), so that ``fairseq-validate --task vrae_lm --iw-samples K``
-    parses without naming the criterion; the checkpoint's criterion gets the value."""
-
-    iw_samples: int = field(
-        default=0,
-        metadata={
-            "help": "validation: also estimate -log p(x) with this many importance samples "
-            "per sentence (500 is the usual protocol) and the mutual information I(x; z) "
-            "over the whole split; 0 = the bound only"
-        },
-    )
-    iw_chunk_tokens: int = field(
-        default=16384,
-        metadata={"help": "--iw-samples: target tokens the decoder scores in one pass "
-                  "(lower it if evaluation runs out of memory)"},
-    )
 
 
 @dataclass
@@ -305,7 +284,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             self.cfg.iw_samples,
             self.padding_idx,
             chunk_tokens=self.cfg.iw_chunk_tokens,
-            sentence_seeds=self.cfg.seed * 1_000_003 + ids,
+            sentence_seeds=sentence_seeds(self.cfg.seed, ids),
         )
         return {
             "iw_nll": float(result["iw_nll"].sum()),

@@ -5,6 +5,7 @@ import torch
 from fairseq.data import FairseqDataset
 
 from ..models.latent import find_latent_layer
+from ..vae_math import sentence_seeds
 from .base import GenerationMode, register_generation_mode
 
 
@@ -70,6 +71,6 @@ class PriorSamples(GenerationMode):
 
     def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
         ids = sample["net_input"]["prior_sample_ids"]
-        seeds = self.cfg.seed * 1_000_003 + ids.cpu()
+        seeds = sentence_seeds(self.cfg.seed, ids)
         codes = find_latent_layer(models[0]).sample_prior(seeds).to(ids.device)
         return self.decode_latent(generator, models, sample, codes)

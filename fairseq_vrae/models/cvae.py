@@ -118,9 +118,8 @@ class CVAEModelMixin:
         ``latent_mode="prior-sample"`` and ``samples_per_source=K``, ``generate`` returns
         K x beam hypotheses per source, drawn at ``prior_temperature``."""
         from fairseq import hub_utils
+        from fairseq.tasks import TASK_REGISTRY
         from omegaconf import open_dict
-
-        from ..tasks.latent_translation import LatentTranslationTask
 
         loaded = hub_utils.from_pretrained(
             model_name_or_path, checkpoint_file, data_name_or_path, archive_map=cls.hub_models(), **kwargs
@@ -131,7 +130,8 @@ class CVAEModelMixin:
             cfg.task.samples_per_source = samples_per_source
             cfg.task.prior_temperature = prior_temperature
             cfg.task.seed = cfg.common.seed
-        latent_task = LatentTranslationTask(cfg.task, task.source_dictionary, task.target_dictionary)
+        # the task by its registered name (the package registers it): models import no task
+        latent_task = TASK_REGISTRY["latent_translation"](cfg.task, task.source_dictionary, task.target_dictionary)
         return hub_utils.GeneratorHubInterface(cfg, latent_task, loaded["models"])
 
     def bag_of_words_logits(self, latent: Dict[str, Tensor]) -> Tensor:

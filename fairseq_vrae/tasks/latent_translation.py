@@ -29,11 +29,12 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
-from ..criterions.vrae_elbo import LatentEvaluationConfig
+from ..evaluation import LatentEvaluationConfig
 from ..generation.base import default_length_bound
 from ..inputs import InteractiveLines, interactive_lines, skip_input
 from ..models.cvae import CVAEModelMixin
 from ..models.warm_start import forget_pretrained_paths
+from ..vae_math import sentence_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ class LatentTranslationConfig(TranslationConfig):
                   "mean every time; above 1, draws farther from it: more diverse translations)"},
     )
     seed: int = II("common.seed")
-
-
-def sample_seeds(seed: int, ids: torch.Tensor, samples: int) -> torch.Tensor:
-    """One seed per (sentence id, draw k): the same draws whatever the batching."""
-    ids = ids.cpu().long()
-    draws = torch.arange(samples, dtype=torch.long).repeat(ids.numel())
-    return seed * 1_000_003 + ids.repeat_interleave(samples) * samples + draws
 
 
 @register_task("latent_translation", dataclass=LatentTranslationConfig)
@@ -170,7 +164,7 @@ class LatentTranslationTask(TranslationTask):
             key: value.index_select(0, rows) if torch.is_tensor(value) and value.dim() > 0 and value.size(0) == batch_size else value
             for key, value in net_input.items()
         }
-        expanded["latent_seeds"] = sample_seeds(self.cfg.seed, ids, samples)
+        expanded["latent_seeds"] = sentence_seeds(self.cfg.seed, ids, samples)
         expanded["latent_temperature"] = float(getattr(self.cfg, "prior_temperature", 1.0))
         expanded.pop("prev_output_tokens", None)
         repeat = (lambda t: None if t is None else t.index_select(0, rows))

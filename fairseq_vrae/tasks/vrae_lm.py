@@ -15,7 +15,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ..criterions.vrae_elbo import LatentEvaluationConfig
+from ..evaluation import LatentEvaluationConfig
 from ..generation import GENERATION_MODES, GenerationMode, InputError
 from ..inputs import skip_input
 from ..models.warm_start import forget_pretrained_paths
