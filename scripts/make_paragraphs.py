@@ -5,7 +5,7 @@ stays alone and is reported), one paragraph per line, for training and evaluatin
 sentence VAEs on long inputs (e.g. ``vrae_lstm_big``, He et al. 2019's document
 setting).
 
-    python scripts/make_paragraphs.py ../shared/data/ptb/ptb.train.txt paragraphs/train.txt --max-tokens 200
+    python scripts/make_paragraphs.py data/ptb.train.txt paragraphs/train.txt --max-tokens 200
 """
 
 import argparse

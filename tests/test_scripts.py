@@ -119,14 +119,14 @@ def run_gpu_install(tmp_path, bundle, base_python):
     import subprocess
 
     env = dict(os.environ, BASE_PYTHON=base_python, VRAE_GPU_VENV=str(tmp_path / "venv"))
-    return subprocess.run(["bash", os.path.join(SCRIPTS, "gpu_install.sh"), str(bundle)],
+    return subprocess.run(["bash", os.path.join(SCRIPTS, "offline_gpu", "gpu_install.sh"), str(bundle)],
                           capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_gpu_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
     (tmp_path / "not-a-bundle").mkdir()
     done = run_gpu_install(tmp_path, tmp_path / "not-a-bundle", sys.executable)
-    assert done.returncode == 2 and "is not a bundle from scripts/gpu_bundle.sh" in done.stderr
+    assert done.returncode == 2 and "is not a bundle from scripts/offline_gpu/gpu_bundle.sh" in done.stderr
     assert not (tmp_path / "venv").exists()
 
 

@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# Packs what an offline CUDA machine needs to run scripts/verify_gpu.sh, for machines
+# Packs what an offline CUDA machine needs to run scripts/offline_gpu/verify_gpu.sh, for machines
 # whose Python already has a CUDA build of torch but no fairseq (and no internet):
 # wheels of the fairseq dependencies that such images lack, for that machine's Python
 # (default 3.12, x86-64 Linux), fairseq 0.12.2's source distribution, and the
 # benchmark data binarized here (Penn Treebank when ../shared/data/ptb exists, else the
 # bundled demo corpus).  Run it where pip can reach PyPI:
 #
-#   bash scripts/gpu_bundle.sh [bundle-dir]          # default: .gpu_bundle
+#   bash scripts/offline_gpu/gpu_bundle.sh [bundle-dir]          # default: .gpu_bundle
 #
 # then, on the GPU machine, from the repository root:
 #
-#   bash scripts/gpu_install.sh .gpu_bundle
-#   VIRTUAL_ENV=/tmp/vrae-gpu bash scripts/verify_gpu.sh .gpu_bundle/bin
+#   bash scripts/offline_gpu/gpu_install.sh .gpu_bundle
+#   VIRTUAL_ENV=/tmp/vrae-gpu bash scripts/offline_gpu/verify_gpu.sh .gpu_bundle/bin
 #
 # BUNDLE_PYTHON picks the target Python version (e.g. 3.11).  Packages that fairseq
 # needs and images with PyTorch usually have (PyYAML, regex, tqdm, sacrebleu) are left
 # out; name any that your image lacks in BUNDLE_EXTRA_WHEELS ("sacrebleu lxml ...").
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 bash "$REPO_ROOT/scripts/setup.sh" >/dev/null
 
 BUNDLE="${1:-$REPO_ROOT/.gpu_bundle}"
@@ -47,5 +47,5 @@ if [ ! -f "$BUNDLE/fairseq-0.12.2.tar.gz" ]; then
   pip_quiet download --no-deps --no-binary :all: --no-build-isolation "fairseq==0.12.2" -d "$BUNDLE"
 fi
 
-bash "$REPO_ROOT/scripts/benchmark_data.sh" "$BUNDLE/bin"
+bash "$REPO_ROOT/scripts/offline_gpu/benchmark_data.sh" "$BUNDLE/bin"
 echo "gpu bundle for Python $TARGET: $BUNDLE ($(du -sh "$BUNDLE" | cut -f1)), data: $(cat "$BUNDLE/bin/SOURCE")"

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # On an offline machine whose Python has torch (e.g. a CUDA image): a virtualenv on top
 # of that Python with fairseq 0.12.2 and this project, installed only from a bundle made
-# by scripts/gpu_bundle.sh.  The image's packages (torch first of all) stay visible;
+# by scripts/offline_gpu/gpu_bundle.sh.  The image's packages (torch first of all) stay visible;
 # the bundle's numpy<2 shadows a newer numpy there.
 #
-#   bash scripts/gpu_install.sh [bundle-dir]      # default: .gpu_bundle
-#   VIRTUAL_ENV=/tmp/vrae-gpu bash scripts/verify_gpu.sh .gpu_bundle/bin
+#   bash scripts/offline_gpu/gpu_install.sh [bundle-dir]      # default: .gpu_bundle
+#   VIRTUAL_ENV=/tmp/vrae-gpu bash scripts/offline_gpu/verify_gpu.sh .gpu_bundle/bin
 #
 # VRAE_GPU_VENV (default /tmp/vrae-gpu) is where the environment goes; BASE_PYTHON
 # (default python3) is the Python that has torch.
 set -euo pipefail
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUNDLE="$(cd "${1:-$REPO_ROOT/.gpu_bundle}" && pwd)"
 VENV="${VRAE_GPU_VENV:-/tmp/vrae-gpu}"
 BASE_PYTHON="${BASE_PYTHON:-python3}"
@@ -20,7 +20,7 @@ if ! "$BASE_PYTHON" -c "import torch" 2>/dev/null; then
   exit 2
 fi
 if [ ! -f "$BUNDLE/fairseq-0.12.2.tar.gz" ] || [ ! -d "$BUNDLE/wheels" ]; then
-  echo "gpu_install: $BUNDLE is not a bundle from scripts/gpu_bundle.sh" >&2
+  echo "gpu_install: $BUNDLE is not a bundle from scripts/offline_gpu/gpu_bundle.sh" >&2
   exit 2
 fi
 "$BASE_PYTHON" -m venv "$VENV"

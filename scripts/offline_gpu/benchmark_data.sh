@@ -3,9 +3,9 @@
 # when ../shared/data/ptb exists, else the bundled demo corpus.  DESTDIR/SOURCE names
 # which.  Used by gpu_bundle.sh and verify_gpu.sh.
 #
-#   bash scripts/benchmark_data.sh DESTDIR
+#   bash scripts/offline_gpu/benchmark_data.sh DESTDIR
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 DEST="$1"
 if [ -f "$DEST/dict.txt" ]; then
   exit 0

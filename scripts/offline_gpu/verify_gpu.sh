@@ -3,14 +3,14 @@
 # vrae_lstm with each of fairseq's precision options, the torchrun + c10d path, and
 # the speed benchmark.  Needs an environment with a CUDA build of torch and this
 # project installed: scripts/setup.sh with TORCH_SPEC set to a CUDA wheel, or, on a
-# machine without internet whose Python has torch, scripts/gpu_bundle.sh (run where
-# PyPI is reachable) and then scripts/gpu_install.sh there.
+# machine without internet whose Python has torch, scripts/offline_gpu/gpu_bundle.sh (run where
+# PyPI is reachable) and then scripts/offline_gpu/gpu_install.sh there.
 #
-#   bash scripts/verify_gpu.sh [bin-dir]      # default: Penn Treebank or the demo corpus
+#   bash scripts/offline_gpu/verify_gpu.sh [bin-dir]      # default: Penn Treebank or the demo corpus
 #
 # Output (logs, the benchmark's JSON) goes to VERIFY_DIR (default gpu_verification/).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "verify_gpu: no CUDA device visible to torch; nothing to verify" >&2
@@ -25,7 +25,7 @@ if [ $# -ge 1 ]; then
   BIN="$(cd "$1" && pwd)"
 else
   BIN="$OUT/bin"
-  bash "$REPO_ROOT/scripts/benchmark_data.sh" "$BIN"
+  bash "$REPO_ROOT/scripts/offline_gpu/benchmark_data.sh" "$BIN"
 fi
 
 TRAIN=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --arch vrae_lstm --criterion vrae_elbo
