@@ -1,8 +1,16 @@
-"""fairseq_vrae: the sentence VAE of Bowman et al. (2015) as a fairseq plugin.
+"""fairseq_vrae: the sentence VAE of Bowman et al. (2015) and a conditional VAE for
+translation, as a fairseq plugin.
 
 Load it with ``--user-dir fairseq_vrae`` (or ``import fairseq_vrae``); importing the
-package registers the ``vrae`` model, the ``vrae_elbo`` criterion and the ``vrae_lm``
-task.
+package registers:
+
+* models ``vrae`` (architectures ``vrae_lstm``, ``vrae_lstm_big``, ``vrae_gru``),
+  ``vrae_transformer`` (``vrae_transformer``, ``vrae_transformer_big``),
+  ``cvae_transformer`` (``cvae_transformer``, ``cvae_transformer_iwslt_de_en``) and
+  ``cvae_lstm``;
+* the criterion ``vrae_elbo``;
+* the tasks ``vrae_lm`` (with the generation modes of :mod:`fairseq_vrae.generation`)
+  and ``latent_translation``.
 """
 
 from . import compat

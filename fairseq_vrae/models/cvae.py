@@ -94,9 +94,6 @@ class CVAEModelMixin:
     """forward (logits + the latent contract), the bag-of-words head and the checkpoint
     check, for encoder-decoder models whose encoder is a :class:`CVAEEncoder`."""
 
-    # the parameters through which z reaches the decoder (none of them in the translation model)
-    latent_parameter_prefixes = ("latent_to_embedding.", "latent_to_memory.", "bag_of_words.")
-
     def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_posterior: bool = True,
                 posterior_tokens=None, **kwargs):
         """Logits and the latent contract; q(z|x, y) reads ``posterior_tokens`` (default: the

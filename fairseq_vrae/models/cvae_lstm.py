@@ -15,7 +15,7 @@ from fairseq.models.lstm import base_architecture as lstm_base_architecture
 from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
-from .vrae_transformer import LatentShiftedEmbedding, latent_shift_projection
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, latent_shift_projection
 from .warm_start import load_pretrained_translation
 
 
@@ -73,7 +73,7 @@ class CVAELSTMEncoder(CVAEEncoder):
         return self.lstm.max_positions()
 
 
-class CVAELSTMDecoder(LSTMDecoder):
+class CVAELSTMDecoder(LatentPathsMixin, LSTMDecoder):
     """fairseq's attentional LSTMDecoder, given z."""
 
     def __init__(self, latent_dim: int, injection: str, bow_head: str = "shared", **kwargs):
@@ -91,17 +91,6 @@ class CVAELSTMDecoder(LSTMDecoder):
         self.bow_head = bow_head
         output_dim = embed_dim if self.share_input_output_embed else self.fc_out.in_features
         self.bag_of_words = nn.Linear(latent_dim, len(self.dictionary) if bow_head == "own" else output_dim)
-
-    latent_parameter_prefixes = CVAEModelMixin.latent_parameter_prefixes
-
-    def latent_features(self, z: Tensor) -> Tensor:
-        """z in the output layer's input space (the bag-of-words head)."""
-        return self.bag_of_words(z)
-
-    def silence_latent_paths(self) -> None:
-        if self.latent_to_embedding is not None:
-            nn.init.zeros_(self.latent_to_embedding.weight)
-            nn.init.zeros_(self.latent_to_embedding.bias)
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

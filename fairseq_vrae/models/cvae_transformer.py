@@ -26,9 +26,8 @@ from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
 from .warm_start import load_pretrained_translation
-from .vrae_transformer import (
-    LatentShiftedEmbedding, freeze_fused_kernel_copies, latent_shift_projection, shifted_embedding,
-)
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, latent_shift_projection
+from .vrae_transformer import freeze_fused_kernel_copies, shifted_embedding
 
 
 class CVAETransformerEncoder(CVAEEncoder):
@@ -67,7 +66,7 @@ class CVAETransformerEncoder(CVAEEncoder):
         return self.transformer.max_positions()
 
 
-class CVAETransformerDecoder(TransformerDecoderBase):
+class CVAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
     """fairseq's TransformerDecoder (with encoder-attention), given z."""
 
     def __init__(self, cfg: TransformerConfig, dictionary, embed_tokens: LatentShiftedEmbedding,
@@ -81,17 +80,6 @@ class CVAETransformerDecoder(TransformerDecoderBase):
         # the bag-of-words head: z into the output layer's input space, or (own) to the vocabulary
         self.bow_head = bow_head
         self.bag_of_words = nn.Linear(latent_dim, len(dictionary) if bow_head == "own" else cfg.decoder.output_dim)
-
-    latent_parameter_prefixes = CVAEModelMixin.latent_parameter_prefixes
-
-    def latent_features(self, z: Tensor) -> Tensor:
-        """z in the output layer's input space (the bag-of-words head)."""
-        return self.bag_of_words(z)
-
-    def silence_latent_paths(self) -> None:
-        if self.latent_to_embedding is not None:
-            nn.init.zeros_(self.latent_to_embedding.weight)
-            nn.init.zeros_(self.latent_to_embedding.bias)
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

@@ -1,18 +1,16 @@
 """Inference network: an RNN reads the sentence and parameterises q(z|x)."""
 
-from typing import Dict, Optional
-
 import torch.nn as nn
 from fairseq import utils
-from fairseq.models import FairseqEncoder
 from torch import Tensor
 
-from .latent import LatentLayer, reorder_latent, without_dropout
+from .latent import LatentLayer
+from .latent_encoder import LatentEncoder
 
 RNN_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
-class VRAEEncoder(FairseqEncoder):
+class VRAEEncoder(LatentEncoder):
     """Reads a sentence with an RNN and hands its summary to the latent layer.
 
     The summary is the final hidden state of the last layer (both directions when
@@ -71,22 +69,6 @@ class VRAEEncoder(FairseqEncoder):
         batch = src_tokens.size(0)
         top = hidden.view(self.num_layers, self.num_directions, batch, -1)[-1]
         return self.dropout_out(top.transpose(0, 1).reshape(batch, -1))
-
-    def forward(
-        self,
-        src_tokens: Tensor,
-        src_lengths: Optional[Tensor] = None,
-        latent: Optional[Tensor] = None,
-        sample_posterior: bool = True,
-        **unused,
-    ) -> Dict[str, Tensor]:
-        if latent is not None:
-            return self.latent.given(latent)
-        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior,
-                           clean_summary=without_dropout(self, lambda: self.summarize(src_tokens, src_lengths)))
-
-    def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor):
-        return reorder_latent(encoder_out, new_order)
 
     def upgrade_state_dict_named(self, state_dict, name):
         """Checkpoints written before the latent layer was a module of its own."""

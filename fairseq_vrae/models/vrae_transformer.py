@@ -9,16 +9,18 @@ memory's keys and values live in the incremental state and follow beam reorderin
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Optional
 
 import torch.nn as nn
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.models import FairseqEncoder, register_model, register_model_architecture
+from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
 from fairseq.utils import safe_getattr
 from torch import Tensor
 
-from .latent import LatentLayer, reorder_latent, without_dropout
+from .latent import LatentLayer
+from .latent_encoder import LatentEncoder
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, latent_shift_projection  # noqa: F401 (re-exported)
 from .vrae import VRAEModel, fill_defaults
 from .warm_start import pretrained_decoder_field, pretrained_encoder_embed_field
 
@@ -71,30 +73,6 @@ def transformer_config(cfg) -> TransformerConfig:
     return tcfg
 
 
-class LatentShiftedEmbedding(nn.Embedding):
-    """A word embedding that adds a per-sentence vector (the projection of z) to every
-    position; the decoder sets ``shift`` before each call."""
-
-    shift: Optional[Tensor] = None
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        embedded = super().forward(tokens)
-        if self.shift is not None:
-            embedded = embedded + self.shift.to(embedded.dtype).unsqueeze(1)
-        return embedded
-
-
-def latent_shift_projection(latent_dim: int, dim: int) -> nn.Linear:
-    """z's projection onto the word embeddings, starting at zero: at initialisation it
-    adds nothing to the embeddings (rather than 32 mostly uninformative dimensions of
-    posterior noise at every position), and z enters that way as training finds it
-    useful.  The weight still gets gradient from the first step."""
-    projection = nn.Linear(latent_dim, dim)
-    nn.init.zeros_(projection.weight)
-    nn.init.zeros_(projection.bias)
-    return projection
-
-
 def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
     """A word embedding initialised as fairseq's Transformer initialises its own."""
     embedding = LatentShiftedEmbedding(len(dictionary), dim, padding_idx=dictionary.pad())
@@ -103,7 +81,7 @@ def shifted_embedding(dictionary, dim: int) -> LatentShiftedEmbedding:
     return embedding
 
 
-class VRAETransformerEncoder(FairseqEncoder):
+class VRAETransformerEncoder(LatentEncoder):
     """fairseq's TransformerEncoder, mean-pooled over the non-pad positions, into the
     latent layer; returns the latent output contract (see :mod:`.latent`)."""
 
@@ -122,21 +100,11 @@ class VRAETransformerEncoder(FairseqEncoder):
         keep = src_tokens.ne(self.dictionary.pad()).unsqueeze(-1).to(states.dtype)
         return (states * keep).sum(1) / keep.sum(1).clamp(min=1)
 
-    def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None, latent: Optional[Tensor] = None,
-                sample_posterior: bool = True, **unused) -> Dict[str, Tensor]:
-        if latent is not None:
-            return self.latent.given(latent)
-        return self.latent(self.summarize(src_tokens, src_lengths), sample=sample_posterior,
-                           clean_summary=without_dropout(self, lambda: self.summarize(src_tokens, src_lengths)))
-
-    def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor):
-        return reorder_latent(encoder_out, new_order)
-
     def max_positions(self) -> int:
         return self.transformer.max_positions()
 
 
-class VRAETransformerDecoder(TransformerDecoderBase):
+class VRAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
     """fairseq's TransformerDecoder without cross-attention, conditioned on ``encoder_out["z"]``."""
 
     def __init__(self, tcfg: TransformerConfig, dictionary, embed_tokens: LatentShiftedEmbedding,
@@ -146,16 +114,6 @@ class VRAETransformerDecoder(TransformerDecoderBase):
         dim = tcfg.decoder.embed_dim
         self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
         self.latent_to_memory = nn.Linear(latent_dim, dim) if injection in ("memory", "both") else None
-
-    # parameters through which z reaches the layers (none of them in transformer_lm)
-    latent_parameter_prefixes = ("latent_to_embedding.", "latent_to_memory.")
-
-    def silence_latent_paths(self) -> None:
-        """Zero z's projection onto the embeddings: the decoder is then a plain
-        Transformer decoder (the memory position, if any, still attends)."""
-        if self.latent_to_embedding is not None:
-            nn.init.zeros_(self.latent_to_embedding.weight)
-            nn.init.zeros_(self.latent_to_embedding.bias)
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

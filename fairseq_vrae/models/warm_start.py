@@ -96,6 +96,15 @@ def _check_dictionary(lm_state: Dict[str, Tensor], model, path: str) -> None:
         )
 
 
+def _fill(target, weights: Dict[str, Tensor], what: str) -> None:
+    """Load ``weights`` into ``target``; every parameter must come from them but z's own
+    (``target.latent_parameter_prefixes``), and every weight must find its place."""
+    missing, unexpected = target.load_state_dict(weights, strict=False)
+    missing = [key for key in missing if not key.startswith(getattr(target, "latent_parameter_prefixes", ()))]
+    if missing or unexpected:
+        raise WarmStartError(f"{what} does not fit (missing: {missing}, unexpected: {list(unexpected)})")
+
+
 def load_pretrained_lm(model, cfg) -> None:
     """Fill ``model``'s decoder (and optionally its encoder's embeddings) from the
     checkpoint named by ``cfg.load_pretrained_decoder_from``; no-op when unset."""
@@ -116,14 +125,7 @@ def load_pretrained_lm(model, cfg) -> None:
             f"{expected_arch} (architectures {expected_arch}*)"
         )
     _check_dictionary(lm_state, model, path)
-    decoder_state = loaders[expected_arch](lm_state, lm_cfg, model, cfg, path)
-    missing, unexpected = model.decoder.load_state_dict(decoder_state, strict=False)
-    latent_only = [key for key in missing if not key.startswith(model.decoder.latent_parameter_prefixes)]
-    if latent_only or unexpected:
-        raise WarmStartError(
-            f"{path}: the language model's decoder does not fit the VAE's "
-            f"(missing: {latent_only}, unexpected: {list(unexpected)})"
-        )
+    _fill(model.decoder, loaders[expected_arch](lm_state, lm_cfg, model, cfg, path), f"{path}: the language model's decoder")
     model.decoder.silence_latent_paths()
     if safe_getattr(cfg, "load_pretrained_encoder_embed", False):
         with torch.no_grad():
@@ -285,12 +287,7 @@ def load_pretrained_translation(model, args):
                     f"{path}: {prefix}{key} is {tuple(value.shape)} in the {arch} model, {tuple(own[key].shape)} in "
                     f"the CVAE; give --arch {model.warm_start_arch} the {arch} model's size options"
                 )
-        missing, unexpected = target.load_state_dict(weights, strict=False)
-        latent_prefixes = getattr(target, "latent_parameter_prefixes", ())
-        missing = [key for key in missing if not key.startswith(latent_prefixes)]
-        if missing or unexpected:
-            raise WarmStartError(f"{path}: the {arch} model's {side} does not fit the CVAE's "
-                                 f"(missing: {missing}, unexpected: {list(unexpected)})")
+        _fill(target, weights, f"{path}: the {arch} model's {side}")
         loaded.append(f"{side} from the {arch} checkpoint {path}")
     if loaded:
         model.decoder.silence_latent_paths()
