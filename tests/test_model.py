@@ -358,3 +358,18 @@ def test_bn_vae_running_statistics_start_at_the_first_batch_and_old_checkpoints_
     with torch.no_grad():
         assert torch.equal(model.encoder(batch, sample_posterior=False)["mu"],
                            restored.encoder(batch, sample_posterior=False)["mu"])
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_linear_bridge_hands_w_z_plus_b_to_the_decoder_and_tanh_squashes_it(cell):
+    dictionary = make_dictionary()
+    z = torch.randn(3, 5) * 4
+    linear = build(dictionary, decoder_cell=cell, encoder_cell=cell, decoder_bridge="linear").decoder
+    squashed = build(dictionary, decoder_cell=cell, encoder_cell=cell).decoder
+    pre = linear.bridge(z).unsqueeze(0)
+    state = linear.initial_state(z)
+    hidden = state[0] if cell == "lstm" else state
+    assert torch.allclose(hidden, pre) and hidden.abs().max() > 1  # not bounded by tanh
+    squashed_state = squashed.initial_state(z)
+    squashed_hidden = squashed_state[0] if cell == "lstm" else squashed_state
+    assert torch.allclose(squashed_hidden, torch.tanh(squashed.bridge(z).unsqueeze(0)))

@@ -20,6 +20,7 @@ from .warm_start import load_pretrained_lm, pretrained_decoder_field, pretrained
 logger = logging.getLogger(__name__)
 
 RNN_CELL_CHOICES = ChoiceEnum(["lstm", "gru"])
+BRIDGE_CHOICES = ChoiceEnum(["tanh", "linear"])
 
 
 @dataclass
@@ -44,6 +45,11 @@ class VRAEConfig(FairseqDataclass):
     decoder_latent_input: bool = field(
         default=False,
         metadata={"help": "also concatenate z to every decoder input embedding"},
+    )
+    decoder_bridge: BRIDGE_CHOICES = field(
+        default="tanh",
+        metadata={"help": "z to the decoder's initial state: tanh (h0 = tanh(W z + b), and c0 = W z + b "
+                  "for an LSTM, as He et al. 2019) or linear (h0 = W z + b, and c0 the same)"},
     )
     decoder_latent_zero_init: bool = field(
         default=False,
@@ -148,6 +154,7 @@ class VRAEModel(FairseqEncoderDecoderModel):
             latent_dim=cfg.latent_dim,
             latent_input=cfg.decoder_latent_input,
             latent_zero_init=safe_getattr(cfg, "decoder_latent_zero_init", False),
+            bridge=str(safe_getattr(cfg, "decoder_bridge", "tanh")),
             dropout_in=decoder_dropout_in,
             dropout_out=decoder_dropout_out,
             tie_output_embeddings=cfg.tie_output_embeddings,

@@ -15,7 +15,8 @@ class VRAEDecoder(FairseqIncrementalDecoder):
     """p(x|z): an LSTM/GRU language model conditioned on z.
 
     z sets the initial state of every layer through a linear bridge (as in He et al.
-    2019: c0 = W z + b and h0 = tanh(c0) for an LSTM; h0 = tanh(W z + b) for a GRU)
+    2019: c0 = W z + b and h0 = tanh(c0) for an LSTM; h0 = tanh(W z + b) for a GRU; with
+    ``bridge="linear"`` h0 = W z + b, c0 too)
     and, with ``latent_input``, is also concatenated to each input embedding (Bowman
     et al. 2015 tried both).  Incremental decoding keeps the RNN state per layer, so
     fairseq's SequenceGenerator (beam, sampling) drives it unchanged.
@@ -31,6 +32,7 @@ class VRAEDecoder(FairseqIncrementalDecoder):
         latent_dim: int = 32,
         latent_input: bool = False,
         latent_zero_init: bool = False,
+        bridge: str = "tanh",
         dropout_in: float = 0.0,
         dropout_out: float = 0.0,
         tie_output_embeddings: bool = False,
@@ -44,6 +46,9 @@ class VRAEDecoder(FairseqIncrementalDecoder):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.latent_input = latent_input
+        if bridge not in ("tanh", "linear"):
+            raise ValueError(f"--decoder-bridge must be tanh or linear, got {bridge!r}")
+        self.bridge_activation = bridge
         self.max_target_positions = max_target_positions
         input_size = embed_tokens.embedding_dim + (latent_dim if latent_input else 0)
         self.rnn = RNN_CELLS[cell](
@@ -84,10 +89,9 @@ class VRAEDecoder(FairseqIncrementalDecoder):
     def initial_state(self, z: Tensor):
         """RNN state for every layer from z: ``(layers, batch, hidden)`` tensors."""
         batch = z.size(0)
-        pre = self.bridge(z).view(batch, self.num_layers, self.hidden_size).transpose(0, 1)
-        if self.cell == "lstm":
-            return (torch.tanh(pre).contiguous(), pre.contiguous())
-        return torch.tanh(pre).contiguous()
+        pre = self.bridge(z).view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        hidden = torch.tanh(pre) if self.bridge_activation == "tanh" else pre
+        return (hidden, pre) if self.cell == "lstm" else hidden
 
     def forward(
         self,
