@@ -13,6 +13,8 @@
 # gain, dropout 0.5, and its best checkpoint is evaluated.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
 # HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
+# RECIPES may also name bn-vae-from-lm: bn-vae whose decoder starts from the LM trained in
+# the same COMPARE_DIR (--load-pretrained-decoder-from; its updates come on top of the LM's),
 # SPLIT (test; valid evaluates and tabulates the validation split instead, for
 # choosing among recipes before the one test run),
 # FAMILY (lstm: lstm_lm against vrae_lstm; transformer: transformer_lm against
@@ -141,7 +143,15 @@ for recipe in $RECIPES; do
     bn-vae)  # batch-normalised posterior means, fixed scale gamma, beta = 1 throughout (Zhu et al. 2020)
       train bn-vae "${VAE[@]}" --posterior-bn-gamma "$BN_GAMMA" --kl-schedule constant \
         --max-update "$UPDATES" "${COMMON[@]}" ;;
-    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits, anneal-free-bits, bn-vae)" >&2; exit 2 ;;
+    bn-vae-from-lm)  # bn-vae with the decoder (and the encoder's embeddings) from the LM's best checkpoint
+      if [ ! -f "$OUT/$LM_NAME/trained" ]; then
+        echo "bn-vae-from-lm starts from $OUT/$LM_NAME/checkpoint_best.pt: train the LM first (RECIPES=\"\")" >&2; exit 2
+      fi
+      WARM=(--load-pretrained-decoder-from "$OUT/$LM_NAME/checkpoint_best.pt" --load-pretrained-encoder-embed)
+      [ "$FAMILY" = lstm ] || WARM+=(--latent-injection embedding)
+      train bn-vae-from-lm "${VAE[@]}" "${WARM[@]}" --posterior-bn-gamma "$BN_GAMMA" --kl-schedule constant \
+        --max-update "$UPDATES" "${COMMON[@]}" ;;
+    *) echo "unknown recipe $recipe (bowman, cyclical, free-bits, anneal-free-bits, bn-vae, bn-vae-from-lm)" >&2; exit 2 ;;
   esac
   evaluate "$recipe" --user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --iw-samples "$IW_SAMPLES"
 done
