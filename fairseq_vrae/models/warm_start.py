@@ -76,6 +76,14 @@ def _model_cfg(state) -> Tuple[str, object]:
     return str(arch), model_cfg
 
 
+def _read_checkpoint(path: str, option: str):
+    """(state, architecture name, model options) of the checkpoint an option names."""
+    if not os.path.exists(path):
+        raise WarmStartError(f"{option}: no such file: {path}")
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    return (state, *_model_cfg(state))
+
+
 def _require(checks: List[Tuple[str, object, object, str]], path: str) -> None:
     """Each check: (what, the LM's value, the VAE's value, how to make them agree)."""
     for what, lm_value, vae_value, fix in checks:
@@ -111,10 +119,7 @@ def load_pretrained_lm(model, cfg) -> None:
     path = safe_getattr(cfg, "load_pretrained_decoder_from", None)
     if not path:
         return
-    if not os.path.exists(path):
-        raise WarmStartError(f"--load-pretrained-decoder-from: no such file: {path}")
-    state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    arch, lm_cfg = _model_cfg(state)
+    state, arch, lm_cfg = _read_checkpoint(path, "--load-pretrained-decoder-from")
     lm_state = state["model"]
     family = model.warm_start_family
     loaders = {"lstm_lm": _lstm_lm_state, "transformer_lm": _transformer_lm_state}
@@ -248,10 +253,7 @@ def load_pretrained_translation(model, args):
         path = getattr(args, f"load_pretrained_{side}_from", None)
         if not path:
             continue
-        if not os.path.exists(path):
-            raise WarmStartError(f"--load-pretrained-{side}-from: no such file: {path}")
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
-        arch, base_args = _model_cfg(state)
+        state, arch, base_args = _read_checkpoint(path, f"--load-pretrained-{side}-from")
         base_class = ARCH_MODEL_REGISTRY.get(arch)
         if base_class is None or not issubclass(base_class, model.warm_start_base) or hasattr(base_class, "bag_of_words_logits"):
             raise WarmStartError(
