@@ -2,7 +2,7 @@
 
 ``--vae-recipe NAME`` sets the KL schedule and its parameters, ``--word-dropout`` and
 ``--free-bits`` from the table below (replacing values given for those flags); the
-README's "Recipes against posterior collapse" compares them.
+docs/training.md ("Recipes against posterior collapse") compares them.
 """
 
 from typing import Callable, Dict
