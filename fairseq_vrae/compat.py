@@ -27,6 +27,11 @@ Each fix is gated on the versions it is needed for and is a no-op elsewhere:
   a CUDA buffer capped at ``--all-gather-list-size``, which fails on gloo (CPU) and
   for payloads over 16 KiB.  Replaced by a gather on the backend's device, sized to
   the payload.
+* ``process_group_teardown`` -- fairseq never destroys the process group, so gloo's
+  worker threads can meet interpreter finalization and abort a worker (SIGABRT,
+  "terminate called without an active exception") after training has finished, which
+  torchrun reports as a failed job.  The group is destroyed after fairseq's closing
+  barrier.
 * ``transformer_fast_path`` -- torch >= 2.0: encoder layers loaded from a state dict
   call torch's fused kernel without the ``mask_type`` argument it now requires
   ("Mask Type should be defined"); they stay on fairseq's module path.
@@ -341,6 +346,37 @@ def fix_all_gather_list(module) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# the process group outlives fairseq's distributed_main
+
+
+def fix_process_group_teardown(module) -> bool:
+    """Destroy the process group once every rank has finished ``main``.
+
+    fairseq 0.12.2 leaves it to interpreter finalization, where gloo's worker threads
+    can still be alive: the worker then aborts ("terminate called without an active
+    exception", SIGABRT) after training has finished, and torchrun reports the job as
+    failed.  The group is destroyed after fairseq's closing barrier, so no rank is
+    still talking to it; a rank that fails before the barrier is left as it was."""
+    original = getattr(module, "distributed_main", None)
+    if original is None or getattr(original, "_fairseq_vrae", False):
+        return False
+    import torch.distributed as dist
+
+    def distributed_main(i, main, cfg, kwargs):
+        original(i, main, cfg, kwargs)
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    distributed_main._fairseq_vrae = True
+    distributed_main.__wrapped__ = original
+    # torch.multiprocessing.spawn pickles the function by name: the name must find this one
+    distributed_main.__module__, distributed_main.__qualname__ = original.__module__, original.__qualname__
+    module.distributed_main = distributed_main
+    APPLIED.append("process_group_teardown")
+    return True
+
+
+# --------------------------------------------------------------------------------------
 # the fused Transformer encoder-layer fast path (torch >= 2.0)
 
 
@@ -401,6 +437,7 @@ FIXES: tuple = (
     ("checkpoint_safe_globals", "fairseq.checkpoint_utils", _fairseq_affected, fix_checkpoint_loading),
     ("broadcast_object", "fairseq.distributed.utils", _fairseq_affected, fix_broadcast_object),
     ("all_gather_list", "fairseq.distributed.utils", _fairseq_affected, fix_all_gather_list),
+    ("process_group_teardown", "fairseq.distributed.utils", _fairseq_affected, fix_process_group_teardown),
     ("bf16_without_tpu", "fairseq.options", _fairseq_affected, fix_bf16_tpu),
     ("hydra_plugin_scan", "hydra.core.plugins", _hydra_affected, fix_hydra_plugin_scan),
     ("transformer_fast_path", "fairseq.modules.transformer_layer", _fairseq_affected, fix_transformer_fast_path),

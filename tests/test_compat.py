@@ -49,7 +49,7 @@ def test_fairseq_imports_and_the_fixes_apply_in_a_fresh_interpreter():
         "print(sorted(sys.modules['fairseq_vrae.compat'].APPLIED))"
     )
     expected = ["all_gather_list", "bf16_without_tpu", "broadcast_object", "checkpoint_safe_globals",
-                "hydra_plugin_scan", "transformer_fast_path"]
+                "hydra_plugin_scan", "process_group_teardown", "transformer_fast_path"]
     if sys.version_info >= (3, 11):
         expected.append("dataclass_defaults")
     assert out == str(sorted(expected))
@@ -196,3 +196,30 @@ def test_all_gather_list_works_on_gloo_without_a_size_cap(tmp_path):
     mp.spawn(_gather_on_two_ranks, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
     expected = [(0, (1000, 8), 0.0), (1, (2000, 8), 16000.0)]
     assert results[0] == results[1] == expected
+
+
+TEARDOWN_PROBE = """
+import sys, torch.distributed as dist
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.distributed import utils as distributed_utils
+parser = options.get_training_parser()
+args = options.parse_args_and_arch(parser, ["unused", "--task", "language_modeling", "--arch", "lstm_lm",
+    "--cpu", "--distributed-world-size", "1", "--distributed-backend", "gloo",
+    "--distributed-init-method", "file://" + sys.argv[1]])
+cfg = convert_namespace_to_omegaconf(args)
+seen = []
+distributed_utils.distributed_main(0, lambda cfg: seen.append(dist.is_initialized()), cfg, {})
+print(seen, dist.is_initialized())
+"""
+
+
+@pytest.mark.parametrize("disabled, expected", [("", "[True] False"), ("process_group_teardown", "[True] True")])
+def test_the_process_group_is_destroyed_once_fairseqs_main_has_returned(tmp_path, disabled, expected):
+    """Left to interpreter finalization, gloo's threads can abort a finished worker
+    (SIGABRT): the group must be gone before then, and without the fix it is not."""
+    environment = dict(os.environ, FAIRSEQ_VRAE_COMPAT_DISABLE=disabled)
+    done = subprocess.run([sys.executable, "-c", TEARDOWN_PROBE, str(tmp_path / "init")],
+                          capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == expected
