@@ -11,7 +11,7 @@
 # has not improved for PATIENCE (3) epochs, at most MAX_EPOCH (50), on batches of
 # BATCH_SENTENCES (32) sentences with Adam, the rate halved after two epochs without
 # gain, dropout 0.5, and its best checkpoint is evaluated.  Environment overrides: UPDATES, IW_SAMPLES, EMBED,
-# HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, FREE_BITS, BN_GAMMA, SEED, RECIPES,
+# HIDDEN, LATENT, MAX_TOKENS, LR, DROPOUT, BN_GAMMA, SEED, RECIPES,
 # COMPARE_DIR, EXTRA_TRAIN_FLAGS (e.g. "--fp16"), RUN_LM (0: leave the LM out),
 # RECIPES may also name bn-vae-from-lm: bn-vae whose decoder starts from the LM trained in
 # the same COMPARE_DIR (--load-pretrained-decoder-from; its updates come on top of the LM's),
@@ -45,7 +45,7 @@ case "$BUDGET" in
 esac
 EMBED="${EMBED:-256}"; HIDDEN="${HIDDEN:-256}"; LATENT="${LATENT:-32}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; DROPOUT="${DROPOUT:-0.3}"
-FREE_BITS="${FREE_BITS:-0.25}"; BN_GAMMA="${BN_GAMMA:-0.6}"; SEED="${SEED:-1}"
+BN_GAMMA="${BN_GAMMA:-0.6}"; SEED="${SEED:-1}"
 RECIPES="${RECIPES-bowman cyclical free-bits anneal-free-bits bn-vae}"
 SPLIT="${SPLIT:-test}"; RUN_LM="${RUN_LM:-1}"; FAMILY="${FAMILY:-lstm}"; LAYERS="${LAYERS:-2}"; HEADS="${HEADS:-4}"
 ENC_LAYERS="${ENC_LAYERS:-$LAYERS}"
@@ -94,7 +94,12 @@ case "$FAMILY" in
       --decoder-layers "$LAYERS" --attention-heads "$HEADS" --latent-dim "$LATENT") ;;
   *) echo "FAMILY must be lstm or transformer, got '$FAMILY'" >&2; exit 2 ;;
 esac
-steep() { "$PYTHON" -c "print(12 / $1)"; }
+# the schedules of --vae-recipe are fractions of the run, which converge does not fix
+needs_updates() {
+  if [ "$UPDATES" -le 0 ]; then
+    echo "recipe $1 scales its KL schedule to a number of updates; the converge budget has none (use bn-vae)" >&2; exit 2
+  fi
+}
 
 
 # the file that says a model was evaluated on $SPLIT ("evaluated" for test, as before)
@@ -119,27 +124,20 @@ fi
 for recipe in $RECIPES; do
   echo "== $VAE_ARCH, recipe $recipe"
   case "$recipe" in
-    bowman)  # logistic KL annealing + word dropout (Bowman et al. 2016)
-      train bowman "${VAE[@]}" --kl-schedule logistic --kl-logistic-midpoint $((UPDATES / 3)) \
-        --kl-logistic-steepness "$(steep "$UPDATES")" --word-dropout 0.25 \
-        --max-update "$UPDATES" "${COMMON[@]}" ;;
-    cyclical)  # 4 cycles, linear rise over half of each (Fu et al. 2019)
-      train cyclical "${VAE[@]}" --kl-schedule cyclical --kl-cycles 4 --kl-cycle-rising 0.5 \
-        --max-update "$UPDATES" "${COMMON[@]}" ;;
-    free-bits)  # autoencoder pre-training, fresh decoder, annealing + free bits (Li et al. 2019)
+    bowman|cyclical|anneal-free-bits)  # the criterion's --vae-recipe (criterions/recipes.py)
+      needs_updates "$recipe"
+      train "$recipe" "${VAE[@]}" --vae-recipe "$recipe" --max-update "$UPDATES" "${COMMON[@]}" ;;
+    free-bits)  # autoencoder pre-training, fresh decoder, then anneal-free-bits (Li et al. 2019)
+      needs_updates "$recipe"
       pre=$((UPDATES / 4))
       train free-bits-ae "${VAE[@]}" --kl-schedule constant --kl-weight 0 \
         --max-update "$pre" "${COMMON[@]}"
       "$PYTHON" "$REPO_ROOT/scripts/reset_decoder.py" "$OUT/free-bits-ae/checkpoint_last.pt" \
         "$OUT/free-bits-ae/encoder_only.pt" --seed "$SEED"
       train free-bits "${VAE[@]}" --finetune-from-model "$OUT/free-bits-ae/encoder_only.pt" \
-        --kl-schedule linear --kl-warmup-updates $(((UPDATES - pre) / 2)) --free-bits "$FREE_BITS" \
-        --max-update $((UPDATES - pre)) "${COMMON[@]}"
+        --vae-recipe anneal-free-bits --max-update $((UPDATES - pre)) "${COMMON[@]}"
       cat "$OUT/free-bits-ae/wall" >>"$OUT/free-bits/wall"
       cp "$OUT/free-bits-ae/train.log" "$OUT/free-bits/pretrain.log" ;;
-    anneal-free-bits)  # linear annealing over half the updates + free bits, one stage (Kingma et al. 2016)
-      train anneal-free-bits "${VAE[@]}" --kl-schedule linear --kl-warmup-updates $((UPDATES / 2)) \
-        --free-bits "$FREE_BITS" --max-update "$UPDATES" "${COMMON[@]}" ;;
     bn-vae)  # batch-normalised posterior means, fixed scale gamma, beta = 1 throughout (Zhu et al. 2020)
       train bn-vae "${VAE[@]}" --posterior-bn-gamma "$BN_GAMMA" --kl-schedule constant \
         --max-update "$UPDATES" "${COMMON[@]}" ;;
