@@ -8,7 +8,8 @@
 # model learns to reconstruct within the budget.
 # DEMO_DIR (default demo_output/) holds everything it writes; DEMO_UPDATES sets the
 # training budget (default 1500 updates of about 75 sentences, about 3 minutes on 2 CPU cores);
-# DEMO_LATENT_FLAGS replaces the recipe's latent and criterion flags.
+# DEMO_LATENT_FLAGS replaces the recipe's latent and criterion flags; DEMO_TRAIN_FLAGS
+# is appended to fairseq-train's command line, so it overrides any training flag.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$REPO_ROOT/scripts/setup.sh"
@@ -41,7 +42,7 @@ fairseq-train bin --user-dir "$REPO_ROOT/fairseq_vrae" \
   --encoder-bidirectional "${LATENT[@]}" \
   --optimizer adam --lr 0.003 --clip-norm 5 --dropout 0.2 --encoder-dropout-in 0.1 \
   --max-tokens 1024 --max-update "$UPDATES" --cpu --num-workers 0 \
-  --save-dir checkpoints --no-epoch-checkpoints --log-interval 300 --seed 1 > train.log 2>&1
+  --save-dir checkpoints --no-epoch-checkpoints --log-interval 300 --seed 1 ${DEMO_TRAIN_FLAGS:-} > train.log 2>&1
 # one sentence per logged interval: the training batches' terms and the KL weight
 sed -nE 's/^.*train_inner .* rec=([0-9.]+), kl=([0-9.]+),.* kl_weight=([0-9.]+),.* num_updates=([0-9]+),.*$/After \4 updates the training batches reconstruct at \1 nats per sentence with a KL of \2 nats (KL weight \3)./p' train.log
 sed -nE 's/^.*done training in ([0-9.]+) seconds.*$/Training took \1 seconds; the checkpoint with the best validation bound is kept./p' train.log
