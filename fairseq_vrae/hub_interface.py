@@ -1,13 +1,11 @@
 """Python API in the fairseq hub style: ``VRAEModel.from_pretrained(...)`` returns this."""
 
-import contextlib
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from fairseq.data import data_utils
 from fairseq.hub_utils import GeneratorHubInterface
-from omegaconf import open_dict
 from torch import Tensor
 
 from .evaluation import importance_weighted_evaluation
@@ -49,21 +47,9 @@ class VRAEHubInterface(GeneratorHubInterface):
             out = encoder(batch.to(self.device), sample_posterior=False)
         return out["mu"], out["logvar"]
 
-    @contextlib.contextmanager
     def _mode(self, mode: str, **options):
-        cfg = self.task.cfg
-        names = ["latent_mode", *options]
-        saved = {name: getattr(cfg, name, None) for name in names}
-        with open_dict(cfg):
-            cfg.latent_mode = mode
-            for name, value in options.items():
-                setattr(cfg, name, value)
-        try:
-            yield
-        finally:
-            with open_dict(cfg):
-                for name, value in saved.items():
-                    setattr(cfg, name, value)
+        """The task generates with ``mode`` and ``options`` inside the ``with`` block."""
+        return self.task.using_generation_mode(mode, **options)
 
     def _best(self, hypotheses) -> List[str]:
         return [self.decode(hypos[0]["tokens"]) for hypos in hypotheses]

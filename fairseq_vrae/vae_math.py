@@ -66,6 +66,13 @@ def seeded_normal(seeds: Tensor, shape: tuple) -> Tensor:
     return torch.stack(rows) if rows else torch.zeros((0, *shape))
 
 
+def seeded_gaussian(mu: Tensor, logvar: Tensor, seeds: Tensor, temperature: float = 1.0) -> Tensor:
+    """One draw of N(mu, diag(exp(logvar))) per row, its noise fixed by the row's seed
+    (:func:`seeded_normal`), the standard deviation scaled by ``temperature``; float32."""
+    noise = seeded_normal(seeds, (mu.size(-1),)).to(mu.device)
+    return mu.float() + temperature * torch.exp(0.5 * logvar.float()) * noise
+
+
 def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
     """Summed KL with a floor of ``free_bits`` nats per dimension (Kingma et al. 2016).
 

@@ -453,3 +453,14 @@ def test_pairwise_bleu_falls_as_the_prior_temperature_rises(trained):
         by_temperature[temperature] = pairwise_bleu(hypotheses)
     assert by_temperature["0"] == pytest.approx(100.0)  # every draw is the prior's mean
     assert by_temperature["0"] > by_temperature["1"] > by_temperature["3"], by_temperature
+
+
+def test_every_translation_mode_is_a_registered_file_offered_by_latent_mode():
+    from fairseq_vrae.generation.translation import TRANSLATION_MODES
+    from fairseq_vrae.tasks.latent_translation import LatentTranslationConfig
+
+    choices = LatentTranslationConfig.__dataclass_fields__["latent_mode"].type
+    assert set(TRANSLATION_MODES) == {"prior-mean", "prior-sample", "posterior-mean"}
+    assert set(TRANSLATION_MODES) <= set(str(c) for c in choices)
+    for name, cls in TRANSLATION_MODES.items():
+        assert cls.name == name and cls.__module__.startswith("fairseq_vrae.generation.translation.")

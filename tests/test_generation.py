@@ -452,3 +452,29 @@ def test_prior_samples_stop_at_the_documented_cap_when_the_decoder_loops(looping
     code, out, err = generate(looping, "--latent-mode", "prior", "--num-samples", "3", "--beam", "1")
     assert code == 0, err[-3000:]
     assert hypothesis_lengths(out) == [100] * 3
+
+
+def test_the_hub_hands_the_task_a_mode_for_the_call_and_leaves_its_config_alone(hub):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(hub.task.cfg)
+    own_mode = hub.task.generation_mode()
+    seen = []
+    real = type(hub.task).generation_mode
+
+    def spy(task):
+        mode = real(task)
+        seen.append((mode.name, task.cfg.latent_mode, mode.cfg.num_samples))
+        return mode
+
+    type(hub.task).generation_mode = spy
+    try:
+        hub.sample_prior(2, seed=7)
+    finally:
+        type(hub.task).generation_mode = real
+    # the prior mode was used with its count while the task's config still said otherwise
+    assert seen and all(name == "prior" and count == 2 for name, _, count in seen)
+    assert all(cfg_mode == config["latent_mode"] != "prior" for _, cfg_mode, _ in seen)
+    assert OmegaConf.to_container(hub.task.cfg) == config
+    # the task's own mode object is made once, not on every call
+    assert hub.task.generation_mode() is own_mode

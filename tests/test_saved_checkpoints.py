@@ -39,3 +39,34 @@ def test_a_checkpoint_saved_earlier_decodes_and_scores_as_it_did(family, data):
     for mode in saved.DECODINGS[kind]:
         assert hypotheses(now[mode]) == hypotheses(then[mode]), mode
     assert now["validate_kl"] == pytest.approx(then["validate_kl"], abs=1e-3)
+
+
+def load_cvae(data):
+    """The saved cvae_transformer and its latent_translation task, in Python."""
+    import fairseq_vrae  # noqa: F401  (registers the task and models)
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [os.path.join(saved.DIRECTORY, "cvae_transformer.pt")],
+        arg_overrides={"data": data["translation"]},
+    )
+    return models[0].eval(), task
+
+
+@pytest.mark.parametrize("inputs", ["prior-mean", "prior-sample"])
+def test_the_conditional_prior_network_runs_once_per_decode(inputs, data):
+    import torch
+
+    model, _ = load_cvae(data)
+    calls = []
+    model.encoder.latent.prior.net.register_forward_hook(lambda *_: calls.append(1))
+    src = torch.tensor([[5, 6, 7, 2], [8, 9, 5, 2]])
+    extra = {"latent_seeds": torch.tensor([3, 4])} if inputs == "prior-sample" else {}
+    with torch.no_grad():
+        out = model.encoder(src, src_lengths=torch.tensor([4, 4]), **extra)
+    assert len(calls) == 1
+    # the contract still holds the prior the code came from
+    mu, logvar = model.encoder.latent.prior(out["condition"], out["condition"])
+    assert torch.equal(out["prior_mu"], mu) and torch.equal(out["prior_logvar"], logvar)
+    if inputs == "prior-mean":
+        assert torch.equal(out["z"], mu)

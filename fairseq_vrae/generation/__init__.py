@@ -2,16 +2,17 @@
 with its inputs (dataset), its parsing of interactive lines and its decoding.
 
 A mode registers itself with :func:`register_generation_mode`; every module of this
-package is imported here, so a new mode is one new file.
+package is imported here, so a new mode is one new file.  The modes of the
+``latent_translation`` task live in the ``translation`` subpackage, the same way.
 """
 
 import importlib
 import os
 
-from .base import GENERATION_MODES, GenerationMode, InputError, ListWithSizes, register_generation_mode
+from .base import GENERATION_MODES, GenerationMode, InputError, ListWithSizes, ModeOptions, register_generation_mode
 
 for _file in sorted(os.listdir(os.path.dirname(__file__))):
     if _file.endswith(".py") and not _file.startswith("_") and _file != "base.py":
         importlib.import_module(f"{__name__}.{_file[:-3]}")
 
-__all__ = ["GENERATION_MODES", "GenerationMode", "InputError", "ListWithSizes", "register_generation_mode"]
+__all__ = ["GENERATION_MODES", "GenerationMode", "InputError", "ListWithSizes", "ModeOptions", "register_generation_mode"]

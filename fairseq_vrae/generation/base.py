@@ -13,15 +13,38 @@ logger = logging.getLogger(__name__)
 GENERATION_MODES: Dict[str, Type["GenerationMode"]] = {}
 
 
-def register_generation_mode(name: str):
+def register_generation_mode(name: str, registry: Optional[Dict[str, type]] = None):
+    """Register a mode class under ``--latent-mode name``, in ``registry`` (default: the
+    modes of ``vrae_lm``; ``latent_translation`` has its own, in ``generation/translation``)."""
+    registry = GENERATION_MODES if registry is None else registry
+
     def register(cls):
-        if name in GENERATION_MODES:
+        if name in registry:
             raise ValueError(f"generation mode {name!r} registered twice")
         cls.name = name
-        GENERATION_MODES[name] = cls
+        registry[name] = cls
         return cls
 
     return register
+
+
+class ModeOptions:
+    """A task's configuration seen through per-call choices: ``overrides`` first, then
+    the task's ``cfg``.  The hub interface hands a mode its options this way, so the
+    task's configuration is never edited."""
+
+    def __init__(self, cfg, overrides: Optional[Dict] = None):
+        self.__dict__["_cfg"] = cfg
+        self.__dict__["_overrides"] = dict(overrides or {})
+
+    def __getattr__(self, name):
+        overrides = self.__dict__["_overrides"]
+        if name in overrides:
+            return overrides[name]
+        return getattr(self.__dict__["_cfg"], name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a mode's options are read-only; pass them when the mode is made")
 
 
 #: fairseq's --max-len-a/--max-len-b defaults: a cap of 200 tokens whatever the input
@@ -50,8 +73,8 @@ class ListWithSizes(list):
 class GenerationMode:
     """Reconstruction-style behaviour; modes override what differs.
 
-    ``task`` is the hosting ``vrae_lm`` task: its ``cfg`` holds the mode's options and
-    its ``dictionary`` the vocabulary.
+    ``task`` is the hosting ``vrae_lm`` task: its ``cfg`` holds the mode's options
+    (``options`` given here take their place) and its ``dictionary`` the vocabulary.
     """
 
     name = ""
@@ -61,9 +84,9 @@ class GenerationMode:
     #: tokens, so that a decoder caught in a loop stops near the length it decodes from
     length_bound = (1.2, 10)
 
-    def __init__(self, task):
+    def __init__(self, task, **options):
         self.task = task
-        self.cfg = task.cfg
+        self.cfg = ModeOptions(task.cfg, options)
         self.dictionary = task.dictionary
 
     # ------------------------------------------------------------------ inputs

@@ -58,8 +58,8 @@ class Imputation(GenerationMode):
     def inference_dataset(self, src_tokens, src_lengths):
         return self.dataset(ListWithSizes(src_tokens, src_lengths))
 
-    def __init__(self, task):
-        super().__init__(task)
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
         if getattr(self.cfg, "impute_iterations", 1) < 1:
             raise ValueError(f"--impute-iterations must be >= 1, got {self.cfg.impute_iterations}")
 

@@ -76,8 +76,8 @@ class Interpolation(GenerationMode):
     but ``src_tokens``).
     """
 
-    def __init__(self, task):
-        super().__init__(task)
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
         if self.cfg.interpolation_steps < 0:
             raise ValueError("--interpolation-steps must be >= 0")
 

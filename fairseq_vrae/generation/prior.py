@@ -55,8 +55,8 @@ class PriorSamples(GenerationMode):
     #: nothing to be relative to: at most 100 tokens unless --max-len-b says otherwise
     length_bound = (0, 100)
 
-    def __init__(self, task):
-        super().__init__(task)
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
         if self.cfg.num_samples <= 0:
             raise ValueError("--latent-mode prior needs --num-samples N (how many sentences to sample)")
 

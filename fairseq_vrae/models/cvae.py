@@ -67,8 +67,9 @@ class CVAEEncoder(FairseqEncoder):
                 sample_posterior: bool = True, **unused) -> Dict:
         source, condition = self.encode_source(src_tokens, src_lengths)
         if latent_seeds is not None:
-            latent_codes = self.latent.sample_prior(latent_seeds.cpu(), condition, latent_temperature).to(condition.device)
-        if latent_codes is not None:
+            latent = self.latent.from_prior(condition, condition, seeds=latent_seeds.cpu(),
+                                            temperature=latent_temperature)
+        elif latent_codes is not None:
             latent = self.latent.given(latent_codes.to(condition.dtype), condition=condition)
         elif posterior_tokens is not None:
             def summarize():
@@ -79,8 +80,7 @@ class CVAEEncoder(FairseqEncoder):
             latent = self.latent(summary, sample=sample_posterior, condition=condition,
                                  clean_summary=without_dropout(self, summarize))
         else:
-            prior_mu, _ = self.latent.prior(condition, condition)
-            latent = self.latent.given(prior_mu, condition=condition)
+            latent = self.latent.from_prior(condition, condition)
         return dict(latent, source=source, condition=condition)
 
     def reorder_encoder_out(self, encoder_out: Dict, new_order: Tensor) -> Dict:

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..vae_math import LOGVAR_MIN, clamp_logvar, reparameterize, seeded_normal
+from ..vae_math import LOGVAR_MIN, clamp_logvar, reparameterize, seeded_gaussian, seeded_normal
 
 LATENT_KEYS = ("z", "mu", "logvar", "prior_mu", "prior_logvar")
 
@@ -68,8 +68,7 @@ class ConditionalGaussianPrior(nn.Module):
 
     def sample(self, seeds: Tensor, condition: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
         mu, logvar = self.forward(condition, condition)
-        noise = seeded_normal(seeds, (self.latent_dim,)).to(mu.device)
-        return mu.float() + temperature * torch.exp(0.5 * logvar.float()) * noise
+        return seeded_gaussian(mu, logvar, seeds, temperature)
 
 
 class PosteriorMeanBatchNorm(nn.Module):
@@ -188,6 +187,15 @@ class LatentLayer(nn.Module):
     def given(self, z: Tensor, condition: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """A code chosen from outside, as a point mass (the smallest variance represented)."""
         return self._contract(z, z, torch.full_like(z, LOGVAR_MIN), condition)
+
+    def from_prior(self, like: Tensor, condition: Optional[Tensor] = None, seeds: Optional[Tensor] = None,
+                   temperature: float = 1.0) -> Dict[str, Tensor]:
+        """The contract of a code from the prior, with the prior network run once: its
+        mean, or with ``seeds`` one draw per row (as :meth:`sample_prior`), as a point mass."""
+        prior_mu, prior_logvar = self.prior(like, condition)
+        z = prior_mu if seeds is None else seeded_gaussian(prior_mu, prior_logvar, seeds, temperature).to(prior_mu.dtype)
+        return {"z": z, "mu": z, "logvar": torch.full_like(z, LOGVAR_MIN),
+                "prior_mu": prior_mu, "prior_logvar": prior_logvar}
 
     def sample_prior(self, seeds: Tensor, condition: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
         """z ~ p(z) (or p(z|c)) for each seed, reproducible per seed; ``temperature``

@@ -11,6 +11,8 @@ Every option of ``--task translation`` keeps its meaning.  Added:
 * ``--latent-mode posterior-mean``: z = the mean of q(z|x, y), read from the reference
   translation (fairseq-generate on binarized pairs only), to show what z carries.
 
+Each mode is a file of ``generation/translation/``.
+
 A fairseq-interactive line longer than the source positions the model takes is skipped
 with a message and counted, as ``vrae_lm`` does; the other lines of its buffer are
 translated under their own ids (binarized splits and the hub interface keep fairseq's
@@ -19,9 +21,6 @@ check, and its ``--skip-invalid-size-inputs-valid-test``).
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict
-
-import torch
 from fairseq.dataclass import ChoiceEnum
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
@@ -30,15 +29,14 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from ..evaluation import LatentEvaluationConfig
-from ..generation.base import default_length_bound
+from ..generation.translation import TRANSLATION_MODES, TranslationMode
 from ..inputs import InteractiveLines, interactive_lines, skip_input
 from ..models.cvae import CVAEModelMixin
 from ..models.warm_start import forget_pretrained_paths
-from ..vae_math import sentence_seeds
 
 logger = logging.getLogger(__name__)
 
-LATENT_MODES = ChoiceEnum(["prior-mean", "prior-sample", "posterior-mean"])
+LATENT_MODES = ChoiceEnum(list(TRANSLATION_MODES))
 
 
 @dataclass
@@ -67,17 +65,12 @@ class LatentTranslationTask(TranslationTask):
 
     def __init__(self, cfg: LatentTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        if cfg.prior_temperature < 0:
-            raise ValueError(f"--prior-temperature must be >= 0, got {cfg.prior_temperature}")
-        if cfg.samples_per_source < 1:
-            raise ValueError(f"--samples-per-source must be >= 1, got {cfg.samples_per_source}")
         if cfg.samples_per_source > 1 and cfg.latent_mode != "prior-sample":
             raise ValueError(
                 f"--samples-per-source {cfg.samples_per_source} draws several codes per source, "
                 f"which needs --latent-mode prior-sample (--latent-mode {cfg.latent_mode} gives one)"
             )
-        self._nbest_per_sample: Dict[int, int] = {}
-        self._nbest = None  # hypotheses kept per code (--nbest), once a generator is built
+        self._mode = TRANSLATION_MODES[cfg.latent_mode](self)  # a mode checks its options when it is made
         self.skipped_inputs = 0
         self._interactive_lines_read = 0  # the id fairseq-interactive gives the next line
 
@@ -125,55 +118,20 @@ class LatentTranslationTask(TranslationTask):
             ))
         return kept
 
+    def generation_mode(self) -> TranslationMode:
+        """The ``--latent-mode`` in force (made once, again only if ``cfg.latent_mode``
+        was changed)."""
+        if self._mode.name != self.cfg.latent_mode:
+            self._mode = TRANSLATION_MODES[self.cfg.latent_mode](self)
+        return self._mode
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
-        # at most 1.2 x the source's length + 10 tokens unless --max-len-a/--max-len-b are given
-        default_length_bound(args, 1.2, 10)
-        samples = self.cfg.samples_per_source
-        if samples > 1:
-            # each source gets K x nbest hypotheses, printed by fairseq-generate/-interactive
-            base = self._nbest_per_sample.setdefault(id(args), args.nbest)
-            args.nbest = base * samples
-            self._nbest = base
+        self.generation_mode().generation_args(args)
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs, **kwargs
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
-        mode = self.cfg.latent_mode
-        net_input = dict(sample["net_input"])
-        if mode == "posterior-mean":
-            if "prev_output_tokens" not in net_input:
-                raise ValueError(
-                    "--latent-mode posterior-mean reads the reference translation, and this input "
-                    "has none (fairseq-interactive, or data without the target side): use "
-                    "fairseq-generate on binarized pairs, or --latent-mode prior-mean"
-                )
-            net_input.update(posterior_tokens=net_input["prev_output_tokens"], sample_posterior=False)
-            return super().inference_step(generator, models, dict(sample, net_input=net_input),
-                                          prefix_tokens=prefix_tokens, constraints=constraints)
-        if mode == "prior-mean":
-            return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
-                                          constraints=constraints)
-        samples = self.cfg.samples_per_source
-        batch_size = net_input["src_tokens"].size(0)
-        ids = sample.get("id")
-        if ids is None:
-            ids = torch.arange(batch_size)
-        rows = torch.arange(batch_size, device=net_input["src_tokens"].device).repeat_interleave(samples)
-        expanded = {
-            key: value.index_select(0, rows) if torch.is_tensor(value) and value.dim() > 0 and value.size(0) == batch_size else value
-            for key, value in net_input.items()
-        }
-        expanded["latent_seeds"] = sentence_seeds(self.cfg.seed, ids, samples)
-        expanded["latent_temperature"] = float(getattr(self.cfg, "prior_temperature", 1.0))
-        expanded.pop("prev_output_tokens", None)
-        repeat = (lambda t: None if t is None else t.index_select(0, rows))
-        hypotheses = super().inference_step(
-            generator, models, {"id": ids.repeat_interleave(samples), "net_input": expanded},
-            prefix_tokens=repeat(prefix_tokens), constraints=repeat(constraints),
-        )
-        keep = self._nbest if samples > 1 else None
-        return [
-            [hypo for k in range(samples) for hypo in hypotheses[b * samples + k][:keep]]
-            for b in range(batch_size)
-        ]
+        """Translate with the code the mode asks for, with any fairseq search."""
+        return self.generation_mode().decode(generator, models, sample, prefix_tokens=prefix_tokens,
+                                             constraints=constraints)

@@ -1,5 +1,6 @@
 """The ``vrae_lm`` task: one sentence per example from ``fairseq-preprocess`` output."""
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -137,7 +138,8 @@ class VRAELanguageModelingTask(FairseqTask):
         self.dictionary = dictionary
         if cfg.max_sentence_length < 2:
             raise ValueError("--max-sentence-length must be at least 2 (a word and </s>)")
-        self.generation_mode()  # a mode checks its options when it is made
+        self._mode = GENERATION_MODES[cfg.latent_mode](self)  # a mode checks its options when it is made
+        self._mode_for_call = None  # a mode the hub interface passes for one call
         self.skipped_inputs = 0
 
     @classmethod
@@ -197,8 +199,26 @@ class VRAELanguageModelingTask(FairseqTask):
     # data
 
     def generation_mode(self) -> GenerationMode:
-        """The ``--latent-mode`` in force (the hub interface switches it per call)."""
-        return GENERATION_MODES[self.cfg.latent_mode](self)
+        """The ``--latent-mode`` in force: the one passed to :meth:`using_generation_mode`
+        (the hub interface's, for one call), else the task's own (made once, again only
+        if ``cfg.latent_mode`` was changed)."""
+        if self._mode_for_call is not None:
+            return self._mode_for_call
+        if self._mode.name != self.cfg.latent_mode:
+            self._mode = GENERATION_MODES[self.cfg.latent_mode](self)
+        return self._mode
+
+    @contextlib.contextmanager
+    def using_generation_mode(self, name: str, **options):
+        """Generate with mode ``name`` and these of its options (``num_samples=4``, ...)
+        in place of the task's, inside the ``with`` block; the task's configuration is
+        left as it is."""
+        previous = self._mode_for_call
+        self._mode_for_call = GENERATION_MODES[name](self, **options)
+        try:
+            yield self._mode_for_call
+        finally:
+            self._mode_for_call = previous
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         mode = self.generation_mode()

@@ -1,0 +1,43 @@
+"""What every translation mode provides, and their registry."""
+
+from typing import Dict, Tuple, Type
+
+import torch
+
+from ..base import ModeOptions, default_length_bound, register_generation_mode
+
+#: --latent-mode name -> mode class of the latent_translation task, in registration order
+TRANSLATION_MODES: Dict[str, Type["TranslationMode"]] = {}
+
+
+def register_translation_mode(name: str):
+    return register_generation_mode(name, TRANSLATION_MODES)
+
+
+class TranslationMode:
+    """Which z a conditional VAE translates with; the default decodes the source as
+    the stock ``translation`` task does (the encoder then uses the prior mean).
+
+    ``task`` is the hosting ``latent_translation`` task; ``self.cfg`` its options, with
+    ``options`` given here in their place.
+    """
+
+    name = ""
+    #: the task options this mode reads (besides --latent-mode)
+    options: Tuple[str, ...] = ()
+    #: the keys this mode adds to the encoder's input (see ``CVAEEncoder.forward``)
+    input_keys: Tuple[str, ...] = ()
+    #: (--max-len-a, --max-len-b) unless given: at most 1.2 x the source's length + 10 tokens
+    length_bound = (1.2, 10)
+
+    def __init__(self, task, **options):
+        self.task = task
+        self.cfg = ModeOptions(task.cfg, options)
+
+    def generation_args(self, args) -> None:
+        """Adjust fairseq's generation options before the generator is built."""
+        default_length_bound(args, *self.length_bound)
+
+    def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        with torch.no_grad():
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints)
