@@ -12,11 +12,10 @@ with the posterior mean of z, which reads the reference) and ``test.log``
 import argparse
 import json
 import os
-import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_table import train_tokens_per_second, validate_metrics, wall_seconds  # noqa: E402
+from fairseq_vrae.fairseq_output import (FairseqOutputError, generate_bleu, train_tokens_per_second,
+                                         validate_metrics, wall_seconds)
 
 HEADER = ["system", "decoding of the K hypotheses", "test BLEU (beam 5)", "average BLEU", "oracle BLEU",
           "pairwise BLEU", "all K identical", "posterior-mean BLEU", "KL", "AU", "train tokens/s",
@@ -25,10 +24,7 @@ HEADER = ["system", "decoding of the K hypotheses", "test BLEU (beam 5)", "avera
 
 def test_bleu(folder: str, name: str = "test.bleu"):
     path = os.path.join(folder, name)
-    if not os.path.exists(path):
-        return None
-    match = re.search(r"BLEU\S* = ([0-9.]+)", open(path, encoding="utf-8").read())
-    return float(match.group(1)) if match else None
+    return generate_bleu(path) if os.path.exists(path) else None
 
 
 def rows(folder: str, name: str):
@@ -68,4 +64,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FairseqOutputError as error:
+        sys.exit(error)  # its message, without a traceback

@@ -7,53 +7,12 @@ Each model folder holds ``train.log`` (fairseq-train, ``--log-format json``), po
 """
 
 import argparse
-import json
 import math
 import os
-import re
-import statistics
 import sys
-from typing import Dict, List, Optional
+from typing import List
 
-
-def validate_metrics(path: str) -> Dict[str, float]:
-    """The key/value pairs of the last "valid on '<subset>' subset" line."""
-    found = None
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if re.search(r"valid on '[^']+' subset", line):
-                found = line
-    if found is None:
-        raise SystemExit(f"{path}: no fairseq-validate result line")
-    metrics = {}
-    for item in re.split(r"\| valid on '[^']+' subset", found)[1].split("|"):
-        parts = item.split()
-        if len(parts) == 2:
-            try:
-                metrics[parts[0]] = float(parts[1])
-            except ValueError:
-                pass
-    return metrics
-
-
-def train_tokens_per_second(paths: List[str]) -> Optional[float]:
-    """Median words per second over the train_inner records, the first of each log left out."""
-    speeds = []
-    for path in paths:
-        if not os.path.exists(path):
-            continue
-        records = []
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if "| train_inner |" in line:
-                    records.append(json.loads(line[line.index("{"):]))
-        speeds += [float(r["wps"]) for r in records[1:]]
-    return statistics.median(speeds) if speeds else None
-
-
-def wall_seconds(path: str) -> float:
-    with open(path, encoding="utf-8") as handle:
-        return sum(float(line) for line in handle if line.strip())
+from fairseq_vrae.fairseq_output import FairseqOutputError, train_tokens_per_second, validate_metrics, wall_seconds
 
 
 def row(folder: str, name: str, vae_arch: str = "vrae_lstm", split: str = "test") -> List[str]:
@@ -93,4 +52,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FairseqOutputError as error:
+        sys.exit(error)  # its message, without a traceback

@@ -24,23 +24,19 @@ import sys
 from collections import Counter
 from typing import Dict, List, Sequence
 
-
-def lines_by_id(path: str, prefix: str) -> Dict[int, str]:
-    """``{id: text}`` of the ``prefix``-lines (S, H, D) of fairseq-generate output."""
-    found = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith(prefix + "-"):
-                fields = line.rstrip("\n").split("\t")
-                found[int(fields[0][len(prefix) + 1:])] = fields[-1]
-    return found
+from fairseq_vrae.fairseq_output import FairseqOutputError, read_generate, validate_metrics
 
 
-def all_lines(path: str, prefix: str) -> List[str]:
-    """The texts of every ``prefix``-line in file order (the points of an interpolation
+def lines_by_id(path: str, kind: str) -> Dict[int, str]:
+    """``{id: text}`` of the ``kind``-lines (S, H, D) of fairseq-generate output (the last
+    line of each id)."""
+    return {index: texts[-1] for index, texts in read_generate([path]).texts(kind).items()}
+
+
+def all_lines(path: str, kind: str) -> List[str]:
+    """The texts of every ``kind``-line in file order (the points of an interpolation
     are hypotheses of one id)."""
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n").split("\t")[-1] for line in handle if line.startswith(prefix + "-")]
+    return [record.text for record in read_generate([path]).records if record.kind == kind]
 
 
 def words(text: str) -> Counter:
@@ -87,11 +83,8 @@ def reconstruction_figures(path: str) -> dict:
 
 
 def validate_figures(path: str) -> dict:
-    line = [l for l in open(path, encoding="utf-8") if re.search(r"valid on '[^']+' subset", l)]
-    if not line:
-        raise SystemExit(f"{path}: no fairseq-validate result line")
-    values = dict(re.findall(r"\| (\w+) ([-\d.]+)", line[-1]))
-    return {key: float(values[key]) for key in ("ppl", "kl", "au") if key in values}
+    values = validate_metrics(path)
+    return {key: values[key] for key in ("ppl", "kl", "au") if key in values}
 
 
 def main(argv=None) -> int:
@@ -134,4 +127,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FairseqOutputError as error:
+        sys.exit(error)  # its message, without a traceback

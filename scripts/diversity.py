@@ -20,32 +20,18 @@ references alike (``--remove-bpe``, ``--detokenize LANG`` for output written wit
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from typing import Dict, List, Optional, Tuple
 
-LINE = re.compile(r"^([STHD])-(\d+)\t(.*)$")
+from fairseq_vrae.fairseq_output import FairseqOutputError, read_generate
 
 
 def read_generate_output(paths: List[str]) -> Tuple[Dict[int, str], Dict[int, List[str]]]:
     """(reference by source id, hypotheses by source id in output order)."""
-    references: Dict[int, str] = {}
-    detokenized: Dict[int, List[str]] = {}
-    raw: Dict[int, List[str]] = {}
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                match = LINE.match(line.rstrip("\n"))
-                if not match:
-                    continue
-                kind, index, rest = match.group(1), int(match.group(2)), match.group(3)
-                if kind == "T":
-                    references[index] = rest
-                elif kind in "HD":  # score <TAB> text
-                    text = rest.split("\t", 1)[1] if "\t" in rest else ""
-                    (detokenized if kind == "D" else raw).setdefault(index, []).append(text)
-    hypotheses = detokenized or raw
+    output = read_generate(paths)
+    references = {index: texts[-1] for index, texts in output.texts("T").items()}
+    hypotheses = output.texts("D") or output.texts("H")
     if not hypotheses:
         raise SystemExit(f"{', '.join(paths)}: no H- or D- lines (is this fairseq-generate output?)")
     missing = sorted(set(hypotheses) - set(references))
@@ -143,4 +129,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FairseqOutputError as error:
+        sys.exit(error)  # its message, without a traceback

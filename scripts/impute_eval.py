@@ -46,7 +46,9 @@ def load_sentences(data: str, split: str, limit: int, seed: int) -> List[str]:
 
 def impute_with_vae(checkpoint: str, data: str, user_dir: str, sentences: List[str], fraction: float, beam: int,
                     method: str = "prefix", iterations: int = 3) -> List[str]:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(user_dir)))
+    from fairseq import utils
+
+    utils.import_user_module(argparse.Namespace(user_dir=user_dir))  # what fairseq's --user-dir does
     from fairseq_vrae import VRAEModel
 
     hub = VRAEModel.from_pretrained(os.path.dirname(checkpoint), checkpoint_file=os.path.basename(checkpoint),

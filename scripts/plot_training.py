@@ -13,7 +13,6 @@ the update count; validation points are drawn where the log has them.
 """
 
 import argparse
-import json
 import os
 import sys
 from typing import Dict, List, Tuple
@@ -23,29 +22,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fairseq_vrae.fairseq_output import read_json_log  # noqa: E402
+
 CURVE_KEYS = ("rec", "kl", "elbo", "kl_weight")
+
+
+def numeric_values(record: dict) -> Dict[str, float]:
+    """The numeric values of a json log record, ``valid_`` taken off the keys."""
+    numbers = {}
+    for key, value in record.items():
+        try:
+            numbers[key[len("valid_"):] if key.startswith("valid_") else key] = float(value)
+        except (TypeError, ValueError):
+            pass
+    return numbers
 
 
 def read_log(paths: List[str]) -> Tuple[List[Dict[str, float]], List[Dict[str, float]]]:
     """(train_inner records, valid records) with numeric values, in update order."""
-    train, valid = [], []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                start = line.find("{")
-                if start < 0 or ("| train_inner |" not in line and "| valid |" not in line):
-                    continue
-                try:
-                    record = json.loads(line[start:])
-                except ValueError:
-                    continue
-                numbers = {}
-                for key, value in record.items():
-                    try:
-                        numbers[key[len("valid_"):] if key.startswith("valid_") else key] = float(value)
-                    except (TypeError, ValueError):
-                        pass
-                (train if "| train_inner |" in line else valid).append(numbers)
+    log = read_json_log(paths, ("train_inner", "valid")).records
+    train, valid = [numeric_values(r) for r in log["train_inner"]], [numeric_values(r) for r in log["valid"]]
     if not train:
         raise SystemExit(
             f"no train_inner records in {', '.join(paths)}: train with --log-format json "

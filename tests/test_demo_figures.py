@@ -1,12 +1,10 @@
 """scripts/demo_figures.py: the figures the demo prints about its latent code."""
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import demo_figures  # noqa: E402
+from conftest import load_script
+
+demo_figures = load_script("demo_figures")
 
 
 def test_own_input_matches_counts_outputs_closest_to_their_own_input():

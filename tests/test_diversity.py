@@ -2,14 +2,14 @@
 
 import importlib.util
 import os
-import sys
 
 import fairseq
 import pytest
 from sacrebleu import corpus_bleu
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import diversity  # noqa: E402
+from conftest import load_script
+
+diversity = load_script("diversity")
 
 REFERENCES = ["a man rides a red bike", "two dogs play in the snow", "the woman is reading a book", "kids jump into a pool"]
 HYPOTHESES = [

@@ -1,14 +1,13 @@
 """scripts/impute_eval.py: the observed prefix, the adversarial classifier, and a run."""
 
 import os
-import sys
 
 import pytest
 
 import helpers
+from conftest import load_script
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import impute_eval  # noqa: E402
+impute_eval = load_script("impute_eval")
 
 
 def test_the_observed_prefix_drops_the_final_fifth_and_at_least_one_word():

@@ -9,13 +9,11 @@ import pytest
 import torch
 
 import helpers
+from conftest import SCRIPTS, load_script
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
-sys.path.insert(0, SCRIPTS)
-
-import compare_table  # noqa: E402
-import plot_training  # noqa: E402
-import reset_decoder  # noqa: E402
+compare_table = load_script("compare_table")
+plot_training = load_script("plot_training")
+reset_decoder = load_script("reset_decoder")
 
 
 def write_json_log(path, records, logger="train_inner"):
@@ -139,7 +137,7 @@ def test_gpu_install_refuses_a_python_without_torch(tmp_path):
 
 
 def test_paragraphs_join_consecutive_sentences_up_to_the_limit():
-    import make_paragraphs
+    make_paragraphs = load_script("make_paragraphs")
 
     sentences = ["a b c", "", "d e", "f g h i", "j " * 12, "k"]
     groups = list(make_paragraphs.paragraphs(sentences, max_tokens=6))
