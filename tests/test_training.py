@@ -178,3 +178,15 @@ def test_bn_vae_validation_normalises_like_training_from_the_first_updates(tmp_p
     assert train_kl and min(train_kl) >= bound - 0.05
     valid = [r for r in records if r.get("_logger") == "valid"]
     assert valid and float(valid[-1]["valid_kl"]) >= bound - 0.5
+
+
+@pytest.mark.parametrize("sentence_avg", [False, True])
+def test_sentence_avg_normalises_each_batch_by_its_sentences_as_in_cross_entropy(data, tmp_path, sentence_avg):
+    flags = ["--kl-schedule", "constant", "--max-update", "2"] + (["--sentence-avg"] if sentence_avg else [])
+    records = helpers.run_train(helpers.vrae_train_args(data, str(tmp_path / "s"), flags))
+    valid = [r for r in records if r.get("_logger") == "valid"][-1]
+    # the logged loss is the summed loss (here rec + KL) over the sample size, in bits
+    per_sentence = float(valid["valid_elbo"])
+    per_token = math.log(float(valid["valid_ppl"]))
+    expected = per_sentence if sentence_avg else per_token
+    assert float(valid["valid_loss"]) * math.log(2) == pytest.approx(expected, rel=2e-3)

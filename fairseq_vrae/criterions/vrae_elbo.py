@@ -91,6 +91,9 @@ class VRAEELBOConfig(LatentEvaluationConfig):
     )
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
+    # fairseq's --sentence-avg: each batch's gradient is its summed loss over its
+    # sentences rather than over its tokens (cross_entropy's meaning)
+    sentence_avg: bool = II("optimization.sentence_avg")
 
 
 def apply_word_dropout(tokens: torch.Tensor, probability: float, dictionary) -> torch.Tensor:
@@ -244,7 +247,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             "kl_weight": beta * nsentences,
             "ntokens": ntokens,
             "nsentences": nsentences,
-            "sample_size": ntokens,
+            "sample_size": nsentences if getattr(self.cfg, "sentence_avg", False) else ntokens,
         }
         if bow is not None:
             logging_output["bow"] = bow.data
