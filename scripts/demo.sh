@@ -18,9 +18,9 @@ DEMO_DIR="${DEMO_DIR:-$REPO_ROOT/demo_output}"
 UPDATES="${DEMO_UPDATES:-1500}"
 CORPUS="$REPO_ROOT/scripts/demo_data/stdlib_sentences.txt"
 # BN-VAE (Zhu et al. 2020): the batch-normalised posterior means keep the KL above
-# latent_dim * gamma^2 / 2 = 36 nats, so z cannot collapse; z also enters every decoder
+# latent_dim * gamma^2 / 2 = 100 nats, so z cannot collapse and carries the sentence; z also enters every decoder
 # step, and word dropout makes the decoder lean on it
-read -r -a LATENT <<< "${DEMO_LATENT_FLAGS:---posterior-bn-gamma 1.5 --decoder-latent-input --word-dropout 0.3 --kl-schedule linear --kl-warmup-updates $((UPDATES / 3))}"
+read -r -a LATENT <<< "${DEMO_LATENT_FLAGS:---posterior-bn-gamma 2.5 --decoder-latent-input --word-dropout 0.3 --kl-schedule linear --kl-warmup-updates $((UPDATES / 3))}"
 mkdir -p "$DEMO_DIR"
 cd "$DEMO_DIR"
 start=$(date +%s)
@@ -55,8 +55,8 @@ sed -nE "s/^.*\| rec ([0-9.]+) \| kl ([0-9.]+) \| .*\| elbo ([0-9.]+) \|.*\| ppl
 
 MODEL=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --path checkpoints/checkpoint_best.pt --cpu)
 
-echo "== The first 5 test sentences and their greedy reconstructions from the posterior mean (fairseq-generate)."
-fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --beam 1 --batch-size 128 \
+echo "== The first 5 test sentences and their reconstructions from the posterior mean (fairseq-generate, beam 5)."
+fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --beam 5 --batch-size 128 \
   2>/dev/null > reconstructions.txt
 for i in 0 1 2 3 4; do
   printf 'input:          %s\n' "$(grep -P "^S-$i\t" reconstructions.txt | cut -f2)"
@@ -68,9 +68,9 @@ fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --latent-mode prior --num-sample
   2>/dev/null | grep -P '^D-' | sort -V > prior.txt
 head -8 prior.txt | cut -f3
 
-echo "== A homotopy between the first two test sentences, decoded greedily at 7 points (--latent-mode interpolate)."
+echo "== A homotopy between the first two test sentences, decoded at 7 points with beam 5 (--latent-mode interpolate)."
 fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --latent-mode interpolate \
-  --interpolation-steps 5 --beam 1 --batch-size 128 2>/dev/null | grep -P '^D-0\t' > homotopy.txt
+  --interpolation-steps 5 --beam 5 --batch-size 128 2>/dev/null | grep -P '^D-0\t' > homotopy.txt
 echo "from: $(grep -P "^S-0\t" reconstructions.txt | cut -f2)"
 echo "to:   $(grep -P "^S-1\t" reconstructions.txt | cut -f2)"
 cut -f3 homotopy.txt
