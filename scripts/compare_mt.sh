@@ -9,7 +9,11 @@
 # Environment overrides: EPOCHS (10), K (5), LAYERS (3), EMBED (256), FFN (512), HEADS (4),
 # MAX_TOKENS (4096), LR (0.001), WARMUP (300), DROPOUT (0.3), SEED (1), SYSTEMS
 # ("transformer moe cvae"), COMPARE_DIR, EXTRA_TRAIN_FLAGS, CVAE_FLAGS (the VAE's criterion
-# and latent options, default below), IW_SAMPLES (20, the CVAE's test-set bound).  Like
+# and latent options, default below), IW_SAMPLES (20, the CVAE's test-set bound), and the
+# quality-diversity front's knobs: TOPK ("3 10") and TOPP ("0.9") for the transformer's
+# sampling, TEMPERATURES ("0.5 1 1.5 2") for the CVAE's --prior-temperature (its beam K-best
+# and the MoE's experts are points too); quality_front.py writes the front's table and plot
+# to COMPARE_DIR/front.md and front.png.  Like
 # compare.sh, finished steps are skipped when run again, and an interrupted training
 # resumes; several SYSTEMS may run at once as separate invocations on one COMPARE_DIR.
 set -euo pipefail
@@ -27,6 +31,7 @@ EPOCHS="${EPOCHS:-10}"; K="${K:-5}"; LAYERS="${LAYERS:-3}"; EMBED="${EMBED:-256}
 HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; WARMUP="${WARMUP:-300}"
 DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe cvae}"
 IW_SAMPLES="${IW_SAMPLES:-20}"
+TOPK="${TOPK:-3 10}"; TOPP="${TOPP:-0.9}"; TEMPERATURES="${TEMPERATURES:-0.5 1 1.5 2}"
 read -r -a CVAE_FLAGS <<< "${CVAE_FLAGS:---latent-dim 32 --kl-schedule linear --kl-warmup-updates 600 --free-bits 0.1 --bow-loss-weight 1}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
@@ -56,6 +61,11 @@ generate() {  # generate NAME OUTPUT ARGS...: test split, plain text in and out
   mv "$OUT/$name/$output.tmp" "$OUT/$name/$output"
 }
 
+reuse() {  # reuse NAME OUTPUT POINT: an output that is already a point of the front
+  mkdir -p "$OUT/$1/front"
+  [ -s "$OUT/$1/front/$3" ] || cp "$OUT/$1/$2" "$OUT/$1/front/$3"
+}
+
 score() {  # score NAME DECODING FILES...: diversity.py on the detokenised D- lines
   local name="$1" decoding="$2"; shift 2
   "$PYTHON" "$REPO_ROOT/scripts/diversity.py" "$@" --name "$name" --json "$OUT/$name/$decoding.diversity.json" >/dev/null
@@ -71,7 +81,15 @@ for system in $SYSTEMS; do
       generate transformer nbest.out --beam "$K" --nbest "$K"
       score transformer "beam $K, $K-best" "$OUT/transformer/nbest.out"
       generate transformer sampling.out --beam "$K" --nbest "$K" --sampling --sampling-topk 10 --seed "$SEED"
-      score transformer "top-10 sampling" "$OUT/transformer/sampling.out" ;;
+      score transformer "top-10 sampling" "$OUT/transformer/sampling.out"
+      reuse transformer nbest.out "beam-$K.out"
+      for k in $TOPK; do
+        if [ "$k" = 10 ]; then reuse transformer sampling.out topk-10.out; continue; fi
+        generate transformer "front/topk-$k.out" --beam "$K" --nbest "$K" --sampling --sampling-topk "$k" --seed "$SEED"
+      done
+      for p in $TOPP; do
+        generate transformer "front/topp-$p.out" --beam "$K" --nbest "$K" --sampling --sampling-topp "$p" --seed "$SEED"
+      done ;;
     moe)
       echo "== translation_moe (fairseq example), hMoElp, $K experts"
       train moe "${COMMON[@]}" "${MOE[@]}" --ddp-backend legacy_ddp
@@ -80,7 +98,9 @@ for system in $SYSTEMS; do
         generate moe "expert$expert.out" --beam 5 "${MOE[@]}" --gen-expert "$expert"
         files+=("$OUT/moe/expert$expert.out")
       done
-      score moe "one per expert, beam 5" "${files[@]}" ;;
+      score moe "one per expert, beam 5" "${files[@]}"
+      mkdir -p "$OUT/moe/front"
+      [ -s "$OUT/moe/front/experts-$K.out" ] || cat "${files[@]}" >"$OUT/moe/front/experts-$K.out" ;;
     cvae)
       echo "== cvae_transformer (fairseq_vrae): prior mean, posterior mean, $K prior samples"
       VAE=(--user-dir "$REPO_ROOT/fairseq_vrae")
@@ -92,6 +112,12 @@ for system in $SYSTEMS; do
       generate cvae samples.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode prior-sample \
         --samples-per-source "$K" --seed "$SEED"
       score cvae "$K prior samples, beam 5" "$OUT/cvae/samples.out"
+      for t in $TEMPERATURES; do
+        if [ "$t" = 1 ]; then reuse cvae samples.out temperature-1.out; continue; fi
+        mkdir -p "$OUT/cvae/front"
+        generate cvae "front/temperature-$t.out" --beam 5 "${VAE[@]}" --task latent_translation \
+          --latent-mode prior-sample --samples-per-source "$K" --seed "$SEED" --prior-temperature "$t"
+      done
       if [ ! -s "$OUT/cvae/test.log" ]; then
         fairseq-validate "$BIN" "${VAE[@]}" --task latent_translation -s "$SRC" -t "$TGT" \
           --path "$OUT/cvae/checkpoint_last.pt" --valid-subset test --iw-samples "$IW_SAMPLES" \
@@ -106,3 +132,6 @@ done
 "$PYTHON" "$REPO_ROOT/scripts/compare_mt_table.py" "$OUT" $SYSTEMS \
   --caption "test split of $BIN ($SRC -> $TGT); K = $K; $EPOCHS epochs of $MAX_TOKENS tokens per batch; $LAYERS + $LAYERS layers of $EMBED, $HEADS heads, FFN $FFN; sacreBLEU on detokenised text. The MoE's test BLEU is its average BLEU over experts." \
   | tee "$OUT/results.md"
+"$PYTHON" "$REPO_ROOT/scripts/quality_front.py" "$OUT" --png "$OUT/front.png" \
+  --title "test split of $(basename "$BIN"), K = $K, $EPOCHS epochs" >"$OUT/front.md"
+echo "quality-diversity front: $OUT/front.md, $OUT/front.png"
