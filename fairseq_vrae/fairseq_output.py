@@ -7,7 +7,8 @@ Pure Python (no torch or fairseq imports):
   ``fairseq-validate`` (or of a training log);
 * :func:`generate_bleu`: the corpus BLEU ``fairseq-generate`` prints at the end;
 * :func:`read_json_log`: the json records of ``fairseq-train --log-format json``, and
-  :func:`train_tokens_per_second`, the training speed they record;
+  :func:`train_tokens_per_second` and :func:`trained_epochs`, the training speed and the
+  epochs they record;
 * :func:`wall_seconds`: the ``wall`` file ``scripts/compare_lib.sh`` writes beside each
   training log (not fairseq's, but read with it by both comparison tables).
 
@@ -167,6 +168,25 @@ def train_tokens_per_second(paths: Sequence[str]) -> Optional[float]:
             records = read_json_log([path], ("train_inner",)).records["train_inner"]
             speeds += [float(record["wps"]) for record in records[1:]]
     return statistics.median(speeds) if speeds else None
+
+
+class TrainedEpochs(NamedTuple):
+    last: int  # the last epoch finished
+    best: Optional[int]  # the epoch of the lowest valid_loss (checkpoint_best.pt's), None without validation
+
+
+def trained_epochs(path: str) -> TrainedEpochs:
+    """The epochs a ``fairseq-train --log-format json`` log finished (its end-of-epoch
+    ``train`` records) and the one whose validation loss was lowest; a tie goes to the
+    later epoch, as fairseq's checkpoint_best.pt does."""
+    records = read_json_log([path], ("train", "valid")).records
+    if not records["train"]:
+        raise FairseqOutputError(f"{path}: no end-of-epoch train record (is it a --log-format json log?)")
+    best, best_loss = None, None
+    for record in records["valid"]:
+        if "valid_loss" in record and (best_loss is None or float(record["valid_loss"]) <= best_loss):
+            best, best_loss = int(record["epoch"]), float(record["valid_loss"])
+    return TrainedEpochs(max(int(record["epoch"]) for record in records["train"]), best)
 
 
 def wall_seconds(path: str) -> float:

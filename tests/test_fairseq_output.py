@@ -79,3 +79,18 @@ def test_training_speed_is_the_median_without_each_logs_first_record(tmp_path):
 def test_wall_seconds_add_up_the_stages(tmp_path):
     (tmp_path / "wall").write_text("60.5\n\n30\n")
     assert fo.wall_seconds(str(tmp_path / "wall")) == 90.5
+
+
+def test_trained_epochs_are_the_last_finished_and_the_lowest_validation_loss_later_on_ties(tmp_path):
+    log = tmp_path / "train.log"
+    lines = [("train_inner", {"epoch": 1, "wps": "5"})]
+    for epoch, loss in ((1, "5.0"), (2, "4.1"), (3, "4.3"), (4, "4.1"), (5, "4.6")):
+        lines += [("train", {"epoch": epoch, "train_loss": "6"}), ("valid", {"epoch": epoch, "valid_loss": loss})]
+    log.write_text("".join(f"x | INFO | {name} | {json.dumps(record)}\n" for name, record in lines))
+    assert fo.trained_epochs(str(log)) == (5, 4)
+    unvalidated = tmp_path / "unvalidated.log"
+    unvalidated.write_text("".join(f"x | INFO | train | {json.dumps({'epoch': e})}\n" for e in (1, 2)))
+    assert fo.trained_epochs(str(unvalidated)) == (2, None)
+    (tmp_path / "plain.log").write_text("x | INFO | train | epoch 001 | loss 6\n")
+    with pytest.raises(fo.FairseqOutputError, match="no end-of-epoch train record"):
+        fo.trained_epochs(str(tmp_path / "plain.log"))
