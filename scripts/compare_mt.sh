@@ -13,7 +13,14 @@
 # quality-diversity front's knobs: TOPK ("3 10") and TOPP ("0.9") for the transformer's
 # sampling, TEMPERATURES ("0.5 1 1.5 2") for the CVAE's --prior-temperature (its beam K-best
 # and the MoE's experts are points too); quality_front.py writes the front's table and plot
-# to COMPARE_DIR/front.md and front.png.  Like
+# to COMPARE_DIR/front.md and front.png.
+#
+# BUDGET=converge is the bench at convergence: the transformer trains until PATIENCE (3)
+# epochs pass without a lower validation loss (cap MAX_EPOCH, 60) and is scored from its
+# checkpoint_best.pt (more training no longer helps it); the MoE trains from scratch for
+# as many epochs as the transformer ran; the CVAE starts from the transformer's best
+# (--load-pretrained-encoder-from/--load-pretrained-decoder-from, docs/translation.md)
+# and is fine-tuned for CVAE_EPOCHS (5) more at CVAE_LR (0.0005).  Like
 # compare.sh, finished steps are skipped when run again, and an interrupted training
 # resumes; several SYSTEMS may run at once as separate invocations on one COMPARE_DIR.
 set -euo pipefail
@@ -30,7 +37,9 @@ read -r -a GEN_FLAGS <<< "$GEN_FLAGS"
 EPOCHS="${EPOCHS:-10}"; K="${K:-5}"; LAYERS="${LAYERS:-3}"; EMBED="${EMBED:-256}"; FFN="${FFN:-512}"
 HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; WARMUP="${WARMUP:-300}"
 DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe cvae}"
-IW_SAMPLES="${IW_SAMPLES:-20}"
+IW_SAMPLES="${IW_SAMPLES:-20}"; BUDGET="${BUDGET:-epochs}"; PATIENCE="${PATIENCE:-3}"
+MAX_EPOCH="${MAX_EPOCH:-60}"; CVAE_EPOCHS="${CVAE_EPOCHS:-5}"; CVAE_LR="${CVAE_LR:-0.0005}"
+case "$BUDGET" in epochs|converge) ;; *) echo "BUDGET must be epochs or converge, got '$BUDGET'" >&2; exit 2 ;; esac
 TOPK="${TOPK:-3 10}"; TOPP="${TOPP:-0.9}"; TEMPERATURES="${TEMPERATURES:-0.5 1 1.5 2}"
 read -r -a CVAE_FLAGS <<< "${CVAE_FLAGS:---latent-dim 32 --kl-schedule linear --kl-warmup-updates 600 --free-bits 0.1 --bow-loss-weight 1}"
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
@@ -38,7 +47,11 @@ read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 MOE_DIR="$("$PYTHON" -c "import fairseq, os; print(os.path.join(os.path.dirname(fairseq.__file__), 'examples', 'translation_moe', 'translation_moe_src'))")"
 mkdir -p "$OUT"
 source "$REPO_ROOT/scripts/compare_lib.sh"
-echo "compare_mt: $BIN ($SRC -> $TGT), $EPOCHS epochs, K = $K, output in $OUT"
+if [ "$BUDGET" = converge ]; then
+  echo "compare_mt: $BIN ($SRC -> $TGT), the transformer to convergence (patience $PATIENCE, cap $MAX_EPOCH epochs), K = $K, output in $OUT"
+else
+  echo "compare_mt: $BIN ($SRC -> $TGT), $EPOCHS epochs, K = $K, output in $OUT"
+fi
 
 COMMON=(--task translation -s "$SRC" -t "$TGT" --arch transformer --share-all-embeddings
   --encoder-layers "$LAYERS" --decoder-layers "$LAYERS" --encoder-embed-dim "$EMBED" --decoder-embed-dim "$EMBED"
@@ -46,15 +59,26 @@ COMMON=(--task translation -s "$SRC" -t "$TGT" --arch transformer --share-all-em
   --decoder-attention-heads "$HEADS" --dropout "$DROPOUT" --optimizer adam --adam-betas '(0.9, 0.98)'
   --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --clip-norm 0.0
   --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens "$MAX_TOKENS"
-  --max-epoch "$EPOCHS" --seed "$SEED" --num-workers 0 --log-format json --log-interval 50
-  --no-epoch-checkpoints --disable-validation "${DEVICE[@]}" "${EXTRA[@]}")
+  --seed "$SEED" --num-workers 0 --log-format json --log-interval 50
+  --no-epoch-checkpoints "${DEVICE[@]}" "${EXTRA[@]}")
+FIXED=(--max-epoch "$EPOCHS" --disable-validation)  # a system's epochs when it does not early-stop
 MOE=(--task translation_moe --user-dir "$MOE_DIR" --method hMoElp --mean-pool-gating-network
   --num-experts "$K")
+
+checkpoint() {  # checkpoint NAME: the one a system is scored from
+  if [ "$BUDGET" = converge ] && [ "$1" = transformer ]; then echo "$OUT/$1/checkpoint_best.pt"
+  else echo "$OUT/$1/checkpoint_last.pt"; fi
+}
+
+transformer_epochs() {  # the last and the best epoch of the converged transformer
+  "$PYTHON" -c "import sys; from fairseq_vrae.fairseq_output import trained_epochs; print(*trained_epochs(sys.argv[1]))" \
+    "$OUT/transformer/train.log"
+}
 
 generate() {  # generate NAME OUTPUT ARGS...: test split, plain text in and out
   local name="$1" output="$2"; shift 2
   [ -s "$OUT/$name/$output" ] && return
-  fairseq-generate "$BIN" --path "$OUT/$name/checkpoint_last.pt" --gen-subset test -s "$SRC" -t "$TGT" \
+  fairseq-generate "$BIN" --path "$(checkpoint "$name")" --gen-subset test -s "$SRC" -t "$TGT" \
     --max-tokens "$MAX_TOKENS" --scoring sacrebleu "${GEN_FLAGS[@]}" "${DEVICE[@]}" "$@" \
     >"$OUT/$name/$output.tmp" 2>"$OUT/$name/$output.log" || {
     tail -20 "$OUT/$name/$output.log" >&2; echo "generating with $name failed" >&2; exit 1; }
@@ -75,7 +99,11 @@ for system in $SYSTEMS; do
   case "$system" in
     transformer)
       echo "== transformer (fairseq)"
-      train transformer "${COMMON[@]}"
+      if [ "$BUDGET" = converge ]; then
+        train transformer "${COMMON[@]}" --max-epoch "$MAX_EPOCH" --patience "$PATIENCE"
+      else
+        train transformer "${COMMON[@]}" "${FIXED[@]}"
+      fi
       generate transformer beam5.out --beam 5
       grep -h "BLEU" "$OUT/transformer/beam5.out" >"$OUT/transformer/test.bleu"
       generate transformer nbest.out --beam "$K" --nbest "$K"
@@ -92,7 +120,11 @@ for system in $SYSTEMS; do
       done ;;
     moe)
       echo "== translation_moe (fairseq example), hMoElp, $K experts"
-      train moe "${COMMON[@]}" "${MOE[@]}" --ddp-backend legacy_ddp
+      if [ "$BUDGET" = converge ]; then
+        read -r last _ < <(transformer_epochs)
+        FIXED=(--max-epoch "$last" --disable-validation)
+      fi
+      train moe "${COMMON[@]}" "${FIXED[@]}" "${MOE[@]}" --ddp-backend legacy_ddp
       files=()
       for expert in $(seq 0 $((K - 1))); do
         generate moe "expert$expert.out" --beam 5 "${MOE[@]}" --gen-expert "$expert"
@@ -104,7 +136,13 @@ for system in $SYSTEMS; do
     cvae)
       echo "== cvae_transformer (fairseq_vrae): prior mean, posterior mean, $K prior samples"
       VAE=(--user-dir "$REPO_ROOT/fairseq_vrae")
-      train cvae "${COMMON[@]}" "${VAE[@]}" --arch cvae_transformer --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
+      if [ "$BUDGET" = converge ]; then
+        best="$OUT/transformer/checkpoint_best.pt"
+        [ -f "$best" ] || { echo "BUDGET=converge: the CVAE starts from $best; run SYSTEMS=transformer first" >&2; exit 2; }
+        FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation --lr "$CVAE_LR" --latent-injection embedding
+          --load-pretrained-encoder-from "$best" --load-pretrained-decoder-from "$best")
+      fi
+      train cvae "${COMMON[@]}" "${FIXED[@]}" "${VAE[@]}" --arch cvae_transformer --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
       generate cvae beam5.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode prior-mean
       grep -h "BLEU" "$OUT/cvae/beam5.out" >"$OUT/cvae/test.bleu"
       generate cvae posterior.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode posterior-mean
@@ -129,9 +167,15 @@ for system in $SYSTEMS; do
   esac
 done
 
+BUDGET_TEXT="$EPOCHS epochs each"; BUDGET_TITLE="$EPOCHS epochs"
+if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/train.log" ]; then
+  read -r last best < <(transformer_epochs)
+  BUDGET_TEXT="transformer: best of $last epochs (epoch $best; early stopping on validation loss, patience $PATIENCE, cap $MAX_EPOCH); MoE: $last epochs; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning"
+  BUDGET_TITLE="transformer converged (epoch $best), CVAE + $CVAE_EPOCHS"
+fi
 "$PYTHON" "$REPO_ROOT/scripts/compare_mt_table.py" "$OUT" $SYSTEMS \
-  --caption "test split of $BIN ($SRC -> $TGT); K = $K; $EPOCHS epochs of $MAX_TOKENS tokens per batch; $LAYERS + $LAYERS layers of $EMBED, $HEADS heads, FFN $FFN; sacreBLEU on detokenised text. The MoE's test BLEU is its average BLEU over experts." \
+  --caption "test split of $BIN ($SRC -> $TGT); K = $K; $BUDGET_TEXT; batches of $MAX_TOKENS tokens; $LAYERS + $LAYERS layers of $EMBED, $HEADS heads, FFN $FFN; sacreBLEU on detokenised text. The MoE's test BLEU is its average BLEU over experts." \
   | tee "$OUT/results.md"
 "$PYTHON" "$REPO_ROOT/scripts/quality_front.py" "$OUT" --png "$OUT/front.png" \
-  --title "test split of $(basename "$BIN"), K = $K, $EPOCHS epochs" >"$OUT/front.md"
+  --title "test split of $(basename "$BIN"), K = $K, $BUDGET_TITLE" >"$OUT/front.md"
 echo "quality-diversity front: $OUT/front.md, $OUT/front.png"

@@ -6,7 +6,6 @@ and/or as one extra source position its attention reads.
 
 from typing import Dict
 
-import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.models import register_model, register_model_architecture
@@ -15,7 +14,7 @@ from fairseq.models.lstm import base_architecture as lstm_base_architecture
 from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
-from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, latent_shift_projection
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding
 from .warm_start import load_pretrained_translation
 
 
@@ -79,18 +78,11 @@ class CVAELSTMDecoder(LatentPathsMixin, LSTMDecoder):
     def __init__(self, latent_dim: int, injection: str, bow_head: str = "shared", **kwargs):
         super().__init__(**kwargs)
         embed_dim = self.embed_tokens.embedding_dim
-        self.latent_to_embedding = (
-            latent_shift_projection(latent_dim, embed_dim) if injection in ("embedding", "both") else None
-        )
-        self.latent_to_memory = (
-            nn.Linear(latent_dim, self.encoder_output_units) if injection in ("memory", "both") else None
-        )
-        if self.latent_to_memory is not None and self.attention is None:
+        if injection in ("memory", "both") and self.attention is None:
             raise ValueError("--latent-injection memory needs the decoder's attention (--decoder-attention 1)")
-        # the bag-of-words head: z into the output layer's input space, or (own) to the vocabulary
-        self.bow_head = bow_head
-        output_dim = embed_dim if self.share_input_output_embed else self.fc_out.in_features
-        self.bag_of_words = nn.Linear(latent_dim, len(self.dictionary) if bow_head == "own" else output_dim)
+        self.add_latent_paths(latent_dim, injection, embed_dim, self.encoder_output_units,
+                              bow_dim=embed_dim if self.share_input_output_embed else self.fc_out.in_features,
+                              bow_head=bow_head, vocab_size=len(self.dictionary))
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
@@ -98,15 +90,10 @@ class CVAELSTMDecoder(LatentPathsMixin, LSTMDecoder):
         z = encoder_out["z"]
         states, hiddens, cells, padding_mask = encoder_out["source"]
         if self.latent_to_memory is not None:
-            memory = self.latent_to_memory(z).to(states.dtype).unsqueeze(0)  # 1 x B x C
-            states = torch.cat([states, memory], dim=0)
-            padding_mask = torch.cat([padding_mask, padding_mask.new_zeros(1, padding_mask.size(1))], dim=0)
-        self.embed_tokens.shift = None if self.latent_to_embedding is None else self.latent_to_embedding(z)
-        try:
+            states, padding_mask = self.append_memory_position(z, states, padding_mask, mask_time_dim=0)
+        with self.embeddings_shifted_by(z):
             return super().forward(prev_output_tokens, encoder_out=(states, hiddens, cells, padding_mask),
                                    incremental_state=incremental_state)
-        finally:
-            self.embed_tokens.shift = None
 
 
 @register_model("cvae_lstm")

@@ -12,8 +12,6 @@ with the rest of the incremental state.
 import copy
 from typing import Dict
 
-import torch
-import torch.nn as nn
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
     TransformerConfig,
@@ -26,7 +24,7 @@ from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
 from .warm_start import load_pretrained_translation
-from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, latent_shift_projection
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding
 from .vrae_transformer import freeze_fused_kernel_copies, shifted_embedding
 
 
@@ -72,33 +70,19 @@ class CVAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
     def __init__(self, cfg: TransformerConfig, dictionary, embed_tokens: LatentShiftedEmbedding,
                  latent_dim: int, injection: str, bow_head: str = "shared"):
         super().__init__(cfg, dictionary, embed_tokens)
-        dim = cfg.decoder.embed_dim
-        self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
-        self.latent_to_memory = (
-            nn.Linear(latent_dim, cfg.encoder.embed_dim) if injection in ("memory", "both") else None
-        )
-        # the bag-of-words head: z into the output layer's input space, or (own) to the vocabulary
-        self.bow_head = bow_head
-        self.bag_of_words = nn.Linear(latent_dim, len(dictionary) if bow_head == "own" else cfg.decoder.output_dim)
+        self.add_latent_paths(latent_dim, injection, cfg.decoder.embed_dim, cfg.encoder.embed_dim,
+                              bow_dim=cfg.decoder.output_dim, bow_head=bow_head, vocab_size=len(dictionary))
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
             raise ValueError("the cvae_transformer decoder needs the encoder's output with a latent code")
         z, source = encoder_out["z"], dict(encoder_out["source"])
         if self.latent_to_memory is not None:
-            states, mask = source["encoder_out"][0], source["encoder_padding_mask"][0]
-            memory = self.latent_to_memory(z).to(states.dtype).unsqueeze(0)  # 1 x B x C
-            source["encoder_out"] = [torch.cat([states, memory], dim=0)]
-            source["encoder_padding_mask"] = [torch.cat([mask, mask.new_zeros(mask.size(0), 1)], dim=1)]
-        # fairseq multiplies the embeddings by embed_scale (sqrt(dim)); dividing the shift
-        # adds z's projection at the scale of the scaled embeddings, so it cannot swamp them
-        self.embed_tokens.shift = (
-            None if self.latent_to_embedding is None else self.latent_to_embedding(z) / self.embed_scale
-        )
-        try:
+            states, mask = self.append_memory_position(
+                z, source["encoder_out"][0], source["encoder_padding_mask"][0], mask_time_dim=1)
+            source["encoder_out"], source["encoder_padding_mask"] = [states], [mask]
+        with self.embeddings_shifted_by(z, self.embed_scale):
             return super().forward(prev_output_tokens, encoder_out=source, incremental_state=incremental_state, **kwargs)
-        finally:
-            self.embed_tokens.shift = None
 
 
 @register_model("cvae_transformer")

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .latent import LatentLayer
 from .latent_encoder import LatentEncoder
-from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, latent_shift_projection  # noqa: F401 (re-exported)
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding
 from .vrae import VRAEModel, fill_defaults
 from .warm_start import pretrained_decoder_field, pretrained_encoder_embed_field
 
@@ -112,8 +112,7 @@ class VRAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
         super().__init__(tcfg, dictionary, embed_tokens, no_encoder_attn=True)
         self.injection = injection
         dim = tcfg.decoder.embed_dim
-        self.latent_to_embedding = latent_shift_projection(latent_dim, dim) if injection in ("embedding", "both") else None
-        self.latent_to_memory = nn.Linear(latent_dim, dim) if injection in ("memory", "both") else None
+        self.add_latent_paths(latent_dim, injection, dim, dim)
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:
@@ -122,15 +121,8 @@ class VRAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
         memory = {"encoder_out": [], "encoder_padding_mask": []}
         if self.latent_to_memory is not None:
             memory["encoder_out"] = [self.latent_to_memory(z).unsqueeze(0)]  # 1 x B x C
-        # fairseq multiplies the embeddings by embed_scale (sqrt(dim)); dividing the shift
-        # adds z's projection at the scale of the scaled embeddings, so it cannot swamp them
-        self.embed_tokens.shift = (
-            None if self.latent_to_embedding is None else self.latent_to_embedding(z) / self.embed_scale
-        )
-        try:
+        with self.embeddings_shifted_by(z, self.embed_scale):
             return super().forward(prev_output_tokens, encoder_out=memory, incremental_state=incremental_state, **kwargs)
-        finally:
-            self.embed_tokens.shift = None
 
 
 FUSED_KERNEL_COPIES = ("in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias",
