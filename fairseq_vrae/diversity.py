@@ -22,6 +22,12 @@ def read_generate_output(paths: List[str]) -> Tuple[Dict[int, str], Dict[int, Li
     return references, hypotheses
 
 
+def add_postprocessing_args(parser) -> None:
+    """``--remove-bpe`` and ``--detokenize LANG``, the options of :func:`postprocessor`."""
+    parser.add_argument("--remove-bpe", action="store_true", help="strip '@@ ' (fastBPE/subword-nmt) first")
+    parser.add_argument("--detokenize", metavar="LANG", help="Moses-detokenise first, in this language")
+
+
 def postprocessor(remove_bpe: bool, detokenize: Optional[str]):
     detokenizer = None
     if detokenize:

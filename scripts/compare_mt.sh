@@ -71,6 +71,8 @@ checkpoint() {  # checkpoint NAME: the one a system is scored from
 }
 
 transformer_epochs() {  # the last and the best epoch of the converged transformer
+  [ -f "$OUT/transformer/trained" ] || {
+    echo "BUDGET=converge: the MoE and the CVAE follow the converged transformer; run SYSTEMS=transformer first" >&2; exit 2; }
   "$PYTHON" -c "import sys; from fairseq_vrae.fairseq_output import trained_epochs; print(*trained_epochs(sys.argv[1]))" \
     "$OUT/transformer/train.log"
 }
@@ -121,7 +123,7 @@ for system in $SYSTEMS; do
     moe)
       echo "== translation_moe (fairseq example), hMoElp, $K experts"
       if [ "$BUDGET" = converge ]; then
-        read -r last _ < <(transformer_epochs)
+        epochs="$(transformer_epochs)"; read -r last _ <<< "$epochs"
         FIXED=(--max-epoch "$last" --disable-validation)
       fi
       train moe "${COMMON[@]}" "${FIXED[@]}" "${MOE[@]}" --ddp-backend legacy_ddp
@@ -137,8 +139,8 @@ for system in $SYSTEMS; do
       echo "== cvae_transformer (fairseq_vrae): prior mean, posterior mean, $K prior samples"
       VAE=(--user-dir "$REPO_ROOT/fairseq_vrae")
       if [ "$BUDGET" = converge ]; then
+        transformer_epochs >/dev/null
         best="$OUT/transformer/checkpoint_best.pt"
-        [ -f "$best" ] || { echo "BUDGET=converge: the CVAE starts from $best; run SYSTEMS=transformer first" >&2; exit 2; }
         FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation --lr "$CVAE_LR" --latent-injection embedding
           --load-pretrained-encoder-from "$best" --load-pretrained-decoder-from "$best")
       fi
@@ -168,8 +170,8 @@ for system in $SYSTEMS; do
 done
 
 BUDGET_TEXT="$EPOCHS epochs each"; BUDGET_TITLE="$EPOCHS epochs"
-if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/train.log" ]; then
-  read -r last best < <(transformer_epochs)
+if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/trained" ]; then
+  read -r last best <<< "$(transformer_epochs)"
   BUDGET_TEXT="transformer: best of $last epochs (epoch $best; early stopping on validation loss, patience $PATIENCE, cap $MAX_EPOCH); MoE: $last epochs; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning"
   BUDGET_TITLE="transformer converged (epoch $best), CVAE + $CVAE_EPOCHS"
 fi

@@ -23,7 +23,7 @@ import json
 import sys
 from typing import Dict
 
-from fairseq_vrae.diversity import diversity, postprocessor, read_generate_output  # noqa: F401
+from fairseq_vrae.diversity import add_postprocessing_args, diversity, postprocessor, read_generate_output  # noqa: F401
 from fairseq_vrae.fairseq_output import FairseqOutputError
 
 
@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outputs", nargs="+", help="fairseq-generate output file(s)")
     parser.add_argument("--name", default="system", help="the system's name in the table row")
-    parser.add_argument("--remove-bpe", action="store_true", help="strip '@@ ' (fastBPE/subword-nmt) first")
-    parser.add_argument("--detokenize", metavar="LANG", help="Moses-detokenise first, in this language")
+    add_postprocessing_args(parser)
     parser.add_argument("--tokenize", default="13a", help="sacreBLEU tokenisation (none for tokenised text, as score.py)")
     parser.add_argument("--header", action="store_true", help="print the table header first")
     parser.add_argument("--json", help="also write the metrics here")

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Dict, List
 
-from fairseq_vrae.diversity import diversity, postprocessor, read_generate_output
+from fairseq_vrae.diversity import add_postprocessing_args, diversity, postprocessor, read_generate_output
 from fairseq_vrae.fairseq_output import FairseqOutputError
 
 HEADER = ["system", "knob", "value", "average BLEU", "pairwise BLEU", "oracle BLEU", "all K identical"]
@@ -104,8 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--png", help="draw the front here")
     parser.add_argument("--json", help="also write the points here")
     parser.add_argument("--title", default="", help="the plot's title")
-    parser.add_argument("--remove-bpe", action="store_true", help="strip '@@ ' first")
-    parser.add_argument("--detokenize", metavar="LANG", help="Moses-detokenise first, in this language")
+    add_postprocessing_args(parser)
     args = parser.parse_args(argv)
     if not os.path.isdir(args.folder):
         raise SystemExit(f"{args.folder}: not a folder")

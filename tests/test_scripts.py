@@ -143,3 +143,20 @@ def test_paragraphs_join_consecutive_sentences_up_to_the_limit():
     groups = list(make_paragraphs.paragraphs(sentences, max_tokens=6))
     assert groups == [["a b c", "d e"], ["f g h i"], [" ".join(["j"] * 12)], ["k"]]
     assert [w for g in groups for s in g for w in s.split()] == " ".join(sentences).split()  # nothing lost, in order
+
+
+@pytest.mark.parametrize("system", ["moe", "cvae"])
+def test_the_converge_bench_refuses_to_follow_a_transformer_that_has_not_converged(tmp_path, system):
+    import subprocess
+
+    data, out = tmp_path / "bin", tmp_path / "out"
+    data.mkdir()
+    (data / "prepare.json").write_text(json.dumps({"src_lang": "en", "tgt_lang": "de", "generation_flags": "--beam 5"}))
+    (out / "transformer").mkdir(parents=True)
+    (out / "transformer" / "checkpoint_best.pt").write_bytes(b"")  # a best checkpoint of a run still going
+    env = dict(os.environ, BUDGET="converge", SYSTEMS=system, COMPARE_DIR=str(out))
+    done = subprocess.run(["bash", os.path.join(SCRIPTS, "compare_mt.sh"), str(data)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "follow the converged transformer; run SYSTEMS=transformer first" in done.stderr
+    assert sorted(os.listdir(out)) == ["transformer"]  # nothing trained
