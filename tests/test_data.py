@@ -93,3 +93,27 @@ def test_missing_dictionary_and_split_give_clear_errors(tmp_path):
 
 def test_task_is_registered_for_the_command_line():
     assert tasks.TASK_REGISTRY["vrae_lm"] is VRAELanguageModelingTask
+
+
+def epoch_batches(task, epoch):
+    iterator = task.get_batch_iterator(task.dataset("train"), max_sentences=4, seed=1, epoch=epoch)
+    return [sorted(batch["id"].tolist()) for batch in iterator.next_epoch_itr(shuffle=False)]
+
+
+def test_random_batch_order_mixes_lengths_draws_anew_each_epoch_and_again_on_resume(tmp_path):
+    # 40 sentences of 40 different lengths: fairseq's batches are runs of similar length
+    sentences = [" ".join(["w"] * n) for n in range(1, 41)]
+    data = helpers.binarize(str(tmp_path), {"train": sentences})
+    by_length = make_task(data)
+    by_length.load_dataset("train")
+    assert all(b == list(range(b[0], b[0] + len(b))) for b in epoch_batches(by_length, 1))
+
+    task = make_task(data, batch_order="random")
+    task.load_dataset("train")
+    first, second = epoch_batches(task, 1), epoch_batches(task, 2)
+    assert sorted(i for b in first for i in b) == list(range(40))  # every sentence, once
+    assert any(b[-1] - b[0] > 10 for b in first)  # lengths mixed within a batch
+    assert first != second  # drawn again each epoch
+    resumed = make_task(data, batch_order="random")  # a restarted run, same seed, at epoch 2
+    resumed.load_dataset("train")
+    assert epoch_batches(resumed, 2) == second

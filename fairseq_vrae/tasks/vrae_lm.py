@@ -28,6 +28,7 @@ SIDES = ChoiceEnum(["source", "target"])
 LATENT_MODES = ChoiceEnum(list(GENERATION_MODES))
 INTERPOLATIONS = ChoiceEnum(["linear", "spherical"])
 IMPUTE_METHODS = ChoiceEnum(["prefix", "open-prefix", "iterative"])
+BATCH_ORDERS = ChoiceEnum(["length", "random"])
 
 
 @dataclass
@@ -85,6 +86,11 @@ class VRAELanguageModelingConfig(FairseqDataclass):
         metadata={"help": "--impute-method iterative: decode, re-encode the completed sentence, "
                   "decode again from its posterior mean, this many times in all"},
     )
+    batch_order: BATCH_ORDERS = field(
+        default="length",
+        metadata={"help": "length: fairseq's batches of sentences of similar length; random: batches "
+                  "drawn at random, again each epoch (as a shuffling DataLoader makes them)"},
+    )
     seed: int = II("common.seed")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
@@ -112,6 +118,31 @@ class TruncatedSentenceDataset(BaseWrapperDataset):
 
     def num_tokens(self, index):
         return self._sizes[index]
+
+
+class RandomBatchesDataset(BaseWrapperDataset):
+    """Batches of sentences drawn at random, a new draw each epoch, instead of fairseq's
+    batches of similar lengths: the order fairseq batches by is a permutation of the
+    sentences fixed by (``seed``, epoch), so a resumed run draws the same batches."""
+
+    def __init__(self, dataset, seed: int):
+        super().__init__(dataset)
+        self.seed, self.epoch = seed, 1
+
+    @property
+    def src_sizes(self):  # the task's length filter reads them
+        return self.dataset.src_sizes
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self):
+        return False  # fairseq asks for the order again each epoch
+
+    def set_epoch(self, epoch):
+        super().set_epoch(epoch)
+        self.epoch = epoch
+
+    def ordered_indices(self):
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self)).astype(np.int64)
 
 
 def largest_token_id(dataset) -> int:
@@ -257,6 +288,8 @@ class VRAELanguageModelingTask(FairseqTask):
             f"{'truncated' if self.cfg.long_sentences == 'truncate' else 'skipped'}"
         )
         dataset = self.generation_mode().dataset(sentences)
+        if getattr(self.cfg, "batch_order", "length") == "random":
+            dataset = RandomBatchesDataset(dataset, self.cfg.seed)
         self.datasets[split] = dataset
         return dataset
 
