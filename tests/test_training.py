@@ -190,3 +190,17 @@ def test_sentence_avg_normalises_each_batch_by_its_sentences_as_in_cross_entropy
     per_token = math.log(float(valid["valid_ppl"]))
     expected = per_sentence if sentence_avg else per_token
     assert float(valid["valid_loss"]) * math.log(2) == pytest.approx(expected, rel=2e-3)
+
+
+def test_sentence_avg_divides_the_gradient_by_the_batchs_sentences_not_its_tokens(data, tmp_path):
+    # one update from the same start and noise: fairseq divides the summed gradient by the
+    # criterion's sample size, so the logged gradient norms differ by tokens / sentences
+    def first_update(name, flags):
+        args = ["--kl-schedule", "constant", "--max-update", "1", "--disable-validation"] + flags
+        return helpers.train_inner_records(helpers.run_train(helpers.vrae_train_args(data, str(tmp_path / name), args)))[0]
+
+    per_token, per_sentence = first_update("t", []), first_update("s", ["--sentence-avg"])
+    assert per_token["wpb"] == per_sentence["wpb"] and per_token["bsz"] == per_sentence["bsz"]
+    ratio = float(per_token["wpb"]) / float(per_token["bsz"])
+    assert ratio > 2
+    assert float(per_sentence["gnorm"]) / float(per_token["gnorm"]) == pytest.approx(ratio, rel=2e-3)

@@ -239,6 +239,8 @@ class VRAEELBOCriterion(FairseqCriterion):
 
         ntokens = sample["ntokens"]
         nsentences = target.size(0)
+        # what fairseq divides the gradient (and the logged loss) by, as in cross_entropy
+        sample_size = nsentences if getattr(self.cfg, "sentence_avg", False) else ntokens
         logging_output = {
             "loss": loss.data,
             "rec": rec.data,
@@ -247,7 +249,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             "kl_weight": beta * nsentences,
             "ntokens": ntokens,
             "nsentences": nsentences,
-            "sample_size": nsentences if getattr(self.cfg, "sentence_avg", False) else ntokens,
+            "sample_size": sample_size,
         }
         if bow is not None:
             logging_output["bow"] = bow.data
@@ -258,7 +260,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             logging_output["latent_mu_sq_sum"] = mu.pow(2).sum(dim=0)
             if self.cfg.iw_samples > 0 and nsentences > 0:
                 logging_output.update(self.importance_weighted(model, sample))
-        return loss, ntokens, logging_output
+        return loss, sample_size, logging_output
 
     def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's
