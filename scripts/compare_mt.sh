@@ -160,7 +160,7 @@ for system in $SYSTEMS; do
       done
       if [ ! -s "$OUT/cvae/test.log" ]; then
         fairseq-validate "$BIN" "${VAE[@]}" --task latent_translation -s "$SRC" -t "$TGT" \
-          --path "$OUT/cvae/checkpoint_last.pt" --valid-subset test --iw-samples "$IW_SAMPLES" \
+          --path "$(checkpoint cvae)" --valid-subset test --iw-samples "$IW_SAMPLES" \
           --max-tokens "$MAX_TOKENS" "${DEVICE[@]}" >"$OUT/cvae/test.log.tmp" 2>&1 || {
           tail -20 "$OUT/cvae/test.log.tmp" >&2; echo "evaluating cvae failed" >&2; exit 1; }
         mv "$OUT/cvae/test.log.tmp" "$OUT/cvae/test.log"
@@ -171,7 +171,7 @@ done
 
 BUDGET_TEXT="$EPOCHS epochs each"; BUDGET_TITLE="$EPOCHS epochs"
 if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/trained" ]; then
-  read -r last best <<< "$(transformer_epochs)"
+  epochs="$(transformer_epochs)"; read -r last best <<< "$epochs"
   BUDGET_TEXT="transformer: best of $last epochs (epoch $best; early stopping on validation loss, patience $PATIENCE, cap $MAX_EPOCH); MoE: $last epochs; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning"
   BUDGET_TITLE="transformer converged (epoch $best), CVAE + $CVAE_EPOCHS"
 fi

@@ -20,6 +20,7 @@ CORPUS="$REPO_ROOT/scripts/demo_data/stdlib_sentences.txt"
 # BN-VAE (Zhu et al. 2020): the batch-normalised posterior means keep the KL above
 # latent_dim * gamma^2 / 2 = 100 nats, so z cannot collapse and carries the sentence; z also enters every decoder
 # step, and word dropout makes the decoder lean on it
+read -r -a TRAIN_EXTRA <<< "${DEMO_TRAIN_FLAGS:-}"
 read -r -a LATENT <<< "${DEMO_LATENT_FLAGS:---posterior-bn-gamma 2.5 --decoder-latent-input --word-dropout 0.3 --kl-schedule linear --kl-warmup-updates $((UPDATES / 3))}"
 mkdir -p "$DEMO_DIR"
 cd "$DEMO_DIR"
@@ -42,7 +43,7 @@ fairseq-train bin --user-dir "$REPO_ROOT/fairseq_vrae" \
   --encoder-bidirectional "${LATENT[@]}" \
   --optimizer adam --lr 0.003 --clip-norm 5 --dropout 0.2 --encoder-dropout-in 0.1 \
   --max-tokens 1024 --max-update "$UPDATES" --cpu --num-workers 0 \
-  --save-dir checkpoints --no-epoch-checkpoints --log-interval 300 --seed 1 ${DEMO_TRAIN_FLAGS:-} > train.log 2>&1
+  --save-dir checkpoints --no-epoch-checkpoints --log-interval 300 --seed 1 "${TRAIN_EXTRA[@]}" > train.log 2>&1
 # one sentence per logged interval: the training batches' terms and the KL weight
 sed -nE 's/^.*train_inner .* rec=([0-9.]+), kl=([0-9.]+),.* kl_weight=([0-9.]+),.* num_updates=([0-9]+),.*$/After \4 updates the training batches reconstruct at \1 nats per sentence with a KL of \2 nats (KL weight \3)./p' train.log
 sed -nE 's/^.*done training in ([0-9.]+) seconds.*$/Training took \1 seconds; the checkpoint with the best validation bound is kept./p' train.log

@@ -13,6 +13,7 @@ The points are the ``fairseq-generate`` outputs ``<dir>/<system>/front/<knob>-<v
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -79,7 +80,7 @@ def plot(points: List[Dict], path: str, title: str = "") -> None:
     series: Dict[tuple, List[Dict]] = {}
     for p in points:
         series.setdefault((p["system"], p["knob"]), []).append(p)
-    for marker, ((system, knob), members) in zip("osD^vP*X", series.items()):
+    for marker, ((system, knob), members) in zip(itertools.cycle("osD^vP*X"), series.items()):
         xs = [p["pairwise_bleu"] for p in members]
         ys = [p["average_bleu"] for p in members]
         ax.plot(xs, ys, marker=marker, linestyle="-" if len(members) > 1 else "none", label=f"{system}, {knob}")
@@ -123,5 +124,5 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (FairseqOutputError, ValueError) as error:
+    except ValueError as error:  # FairseqOutputError among them
         sys.exit(f"quality_front: {error}")

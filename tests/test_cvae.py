@@ -464,3 +464,18 @@ def test_every_translation_mode_is_a_registered_file_offered_by_latent_mode():
     assert set(TRANSLATION_MODES) <= set(str(c) for c in choices)
     for name, cls in TRANSLATION_MODES.items():
         assert cls.name == name and cls.__module__.startswith("fairseq_vrae.generation.translation.")
+
+
+def test_each_translation_mode_declares_options_of_the_task_and_inputs_the_encoder_takes():
+    import inspect
+
+    from fairseq_vrae.generation.translation import TRANSLATION_MODES
+    from fairseq_vrae.models.cvae import CVAEEncoder
+    from fairseq_vrae.tasks.latent_translation import LatentTranslationConfig
+
+    fields = set(LatentTranslationConfig.__dataclass_fields__)
+    encoder_inputs = set(inspect.signature(CVAEEncoder.forward).parameters)
+    for name, cls in TRANSLATION_MODES.items():
+        assert set(cls.options) <= fields, name
+        assert set(cls.input_keys) <= encoder_inputs, name
+    assert TRANSLATION_MODES["prior-sample"].options and TRANSLATION_MODES["posterior-mean"].input_keys

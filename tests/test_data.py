@@ -8,13 +8,13 @@ from fairseq import tasks
 from omegaconf import OmegaConf
 
 import fairseq_vrae  # noqa: F401
-from fairseq_vrae.tasks.vrae_lm import VRAELanguageModelingConfig, VRAELanguageModelingTask
+from fairseq_vrae.tasks.vrae_lm import RandomBatchesDataset, VRAELanguageModelingConfig, VRAELanguageModelingTask
 
 import helpers
 
 
 def make_task(data, **overrides):
-    cfg = OmegaConf.structured(VRAELanguageModelingConfig(data=data, seed=1, dataset_impl=None, **overrides))
+    cfg = OmegaConf.structured(VRAELanguageModelingConfig(data=data, seed=1, dataset_impl=None, train_subset="train", **overrides))
     return VRAELanguageModelingTask.setup_task(cfg)
 
 
@@ -103,7 +103,7 @@ def epoch_batches(task, epoch):
 def test_random_batch_order_mixes_lengths_draws_anew_each_epoch_and_again_on_resume(tmp_path):
     # 40 sentences of 40 different lengths: fairseq's batches are runs of similar length
     sentences = [" ".join(["w"] * n) for n in range(1, 41)]
-    data = helpers.binarize(str(tmp_path), {"train": sentences})
+    data = helpers.binarize(str(tmp_path), {"train": sentences, "valid": sentences})
     by_length = make_task(data)
     by_length.load_dataset("train")
     assert all(b == list(range(b[0], b[0] + len(b))) for b in epoch_batches(by_length, 1))
@@ -117,3 +117,5 @@ def test_random_batch_order_mixes_lengths_draws_anew_each_epoch_and_again_on_res
     resumed = make_task(data, batch_order="random")  # a restarted run, same seed, at epoch 2
     resumed.load_dataset("train")
     assert epoch_batches(resumed, 2) == second
+    task.load_dataset("valid")  # evaluation keeps fairseq's order: less padding, the same sums
+    assert not isinstance(task.dataset("valid"), RandomBatchesDataset)

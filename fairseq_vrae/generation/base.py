@@ -38,10 +38,16 @@ class ModeOptions:
         self.__dict__["_overrides"] = dict(overrides or {})
 
     def __getattr__(self, name):
-        overrides = self.__dict__["_overrides"]
+        # only for names not found on the instance; object.__getattribute__ keeps a
+        # half-made instance (copy, pickle) from recursing here
+        try:
+            overrides = object.__getattribute__(self, "_overrides")
+            cfg = object.__getattribute__(self, "_cfg")
+        except AttributeError:
+            raise AttributeError(name) from None
         if name in overrides:
             return overrides[name]
-        return getattr(self.__dict__["_cfg"], name)
+        return getattr(cfg, name)
 
     def __setattr__(self, name, value):
         raise AttributeError("a mode's options are read-only; pass them when the mode is made")

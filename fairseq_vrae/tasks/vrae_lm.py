@@ -89,9 +89,11 @@ class VRAELanguageModelingConfig(FairseqDataclass):
     batch_order: BATCH_ORDERS = field(
         default="length",
         metadata={"help": "length: fairseq's batches of sentences of similar length; random: batches "
-                  "drawn at random, again each epoch (as a shuffling DataLoader makes them)"},
+                  "drawn at random, again each epoch (as a shuffling DataLoader makes them); "
+                  "for the training split only"},
     )
     seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
 
 
@@ -288,7 +290,7 @@ class VRAELanguageModelingTask(FairseqTask):
             f"{'truncated' if self.cfg.long_sentences == 'truncate' else 'skipped'}"
         )
         dataset = self.generation_mode().dataset(sentences)
-        if getattr(self.cfg, "batch_order", "length") == "random":
+        if getattr(self.cfg, "batch_order", "length") == "random" and split == getattr(self.cfg, "train_subset", "train"):
             dataset = RandomBatchesDataset(dataset, self.cfg.seed)
         self.datasets[split] = dataset
         return dataset
