@@ -6,13 +6,11 @@ package is imported here, so a new mode is one new file.  The modes of the
 ``latent_translation`` task live in the ``translation`` subpackage, the same way.
 """
 
-import importlib
 import os
 
-from .base import GENERATION_MODES, GenerationMode, InputError, ListWithSizes, ModeOptions, register_generation_mode
+from .base import (GENERATION_MODES, GenerationMode, InputError, ListWithSizes, ModeOptions, import_mode_files,
+                   register_generation_mode)
 
-for _file in sorted(os.listdir(os.path.dirname(__file__))):
-    if _file.endswith(".py") and not _file.startswith("_") and _file != "base.py":
-        importlib.import_module(f"{__name__}.{_file[:-3]}")
+import_mode_files(__name__, os.path.dirname(__file__))
 
 __all__ = ["GENERATION_MODES", "GenerationMode", "InputError", "ListWithSizes", "ModeOptions", "register_generation_mode"]

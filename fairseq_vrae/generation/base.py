@@ -1,6 +1,8 @@
 """What every generation mode provides, and the registry of modes."""
 
+import importlib
 import logging
+import os
 from typing import Dict, List, Optional, Type
 
 import numpy as np
@@ -76,16 +78,19 @@ class ListWithSizes(list):
         self.sizes = np.asarray(lengths, dtype=np.int64)
 
 
-class GenerationMode:
-    """Reconstruction-style behaviour; modes override what differs.
+def import_mode_files(package: str, folder: str) -> None:
+    """Import every module of a package of modes (each registers itself), base.py aside."""
+    for file in sorted(os.listdir(folder)):
+        if file.endswith(".py") and not file.startswith("_") and file != "base.py":
+            importlib.import_module(f"{package}.{file[:-3]}")
 
-    ``task`` is the hosting ``vrae_lm`` task: its ``cfg`` holds the mode's options
-    (``options`` given here take their place) and its ``dictionary`` the vocabulary.
-    """
+
+class Mode:
+    """What every mode of both tasks has: its task, its options (``self.cfg``: the
+    task's ``cfg`` with ``options`` given here in their place) and its default bound on
+    the output's length."""
 
     name = ""
-    #: False for modes that need no sentences (prior samples)
-    uses_data = True
     #: (--max-len-a, --max-len-b) unless given: at most 1.2 x the input's length + 10
     #: tokens, so that a decoder caught in a loop stops near the length it decodes from
     length_bound = (1.2, 10)
@@ -93,6 +98,23 @@ class GenerationMode:
     def __init__(self, task, **options):
         self.task = task
         self.cfg = ModeOptions(task.cfg, options)
+
+    def generation_args(self, args) -> None:
+        """Adjust fairseq's generation options before the generator is built."""
+        default_length_bound(args, *self.length_bound)
+
+
+class GenerationMode(Mode):
+    """Reconstruction-style behaviour; modes override what differs.
+
+    ``task`` is the hosting ``vrae_lm`` task; its ``dictionary`` is the vocabulary.
+    """
+
+    #: False for modes that need no sentences (prior samples)
+    uses_data = True
+
+    def __init__(self, task, **options):
+        super().__init__(task, **options)
         self.dictionary = task.dictionary
 
     # ------------------------------------------------------------------ inputs
@@ -142,10 +164,6 @@ class GenerationMode:
         return None if sizes is None else np.asarray(sizes)
 
     # ------------------------------------------------------------------ decoding
-
-    def generation_args(self, args) -> None:
-        """Adjust fairseq's generation options before the generator is built."""
-        default_length_bound(args, *self.length_bound)
 
     def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
         net_input = dict(sample["net_input"], sample_posterior=False)

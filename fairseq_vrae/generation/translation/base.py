@@ -4,7 +4,7 @@ from typing import Dict, Tuple, Type
 
 import torch
 
-from ..base import ModeOptions, default_length_bound, register_generation_mode
+from ..base import Mode, register_generation_mode
 
 #: --latent-mode name -> mode class of the latent_translation task, in registration order
 TRANSLATION_MODES: Dict[str, Type["TranslationMode"]] = {}
@@ -14,29 +14,16 @@ def register_translation_mode(name: str):
     return register_generation_mode(name, TRANSLATION_MODES)
 
 
-class TranslationMode:
+class TranslationMode(Mode):
     """Which z a conditional VAE translates with; the default decodes the source as
     the stock ``translation`` task does (the encoder then uses the prior mean).
-
-    ``task`` is the hosting ``latent_translation`` task; ``self.cfg`` its options, with
-    ``options`` given here in their place.
+    ``task`` is the hosting ``latent_translation`` task.
     """
 
-    name = ""
     #: the task options this mode reads (besides --latent-mode)
     options: Tuple[str, ...] = ()
     #: the keys this mode adds to the encoder's input (see ``CVAEEncoder.forward``)
     input_keys: Tuple[str, ...] = ()
-    #: (--max-len-a, --max-len-b) unless given: at most 1.2 x the source's length + 10 tokens
-    length_bound = (1.2, 10)
-
-    def __init__(self, task, **options):
-        self.task = task
-        self.cfg = ModeOptions(task.cfg, options)
-
-    def generation_args(self, args) -> None:
-        """Adjust fairseq's generation options before the generator is built."""
-        default_length_bound(args, *self.length_bound)
 
     def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
         with torch.no_grad():
