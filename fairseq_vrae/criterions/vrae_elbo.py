@@ -126,6 +126,9 @@ class VRAEELBOCriterion(FairseqCriterion):
             raise ValueError(f"--word-dropout must be in [0, 1], got {cfg.word_dropout}")
         if cfg.free_bits < 0:
             raise ValueError(f"--free-bits must be >= 0, got {cfg.free_bits}")
+        # a config built outside fairseq keeps the unresolved "${optimization.sentence_avg}"
+        # string, which is truthy; only a real True turns sentence averaging on
+        self.sentence_avg = getattr(cfg, "sentence_avg", False) is True
         if not 0.0 <= cfg.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
         if cfg.bow_loss_weight < 0:
@@ -240,7 +243,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         ntokens = sample["ntokens"]
         nsentences = target.size(0)
         # what fairseq divides the gradient (and the logged loss) by, as in cross_entropy
-        sample_size = nsentences if getattr(self.cfg, "sentence_avg", False) else ntokens
+        sample_size = nsentences if self.sentence_avg else ntokens
         logging_output = {
             "loss": loss.data,
             "rec": rec.data,
