@@ -72,7 +72,7 @@ setup(
         "plot": ["matplotlib"],
         # fairseq's --tensorboard-logdir writes through tensorboardX
         "tensorboard": ["tensorboardX"],
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],
     },
     cmdclass={"build_py": BuildPyWithStartupHook},
 )

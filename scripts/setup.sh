@@ -21,7 +21,7 @@ installed_here() {
 import importlib.util, os, sys
 spec = importlib.util.find_spec("fairseq_vrae")
 assert spec and os.path.realpath(spec.origin).startswith(os.path.realpath(sys.argv[1]))
-for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest", "matplotlib", "tensorboardX"):
+for name in ("fairseq", "torch", "sacremoses", "fastBPE", "pytest", "xdist", "matplotlib", "tensorboardX"):
     assert importlib.util.find_spec(name), name
 PY
   [ -x "$(dirname "$PYTHON")/fastbpe" ]
