@@ -7,7 +7,7 @@
 # It keeps the corpus's sentences of at most 12 words (4,470 of 6,253), which a small
 # model learns to reconstruct within the budget.
 # DEMO_DIR (default demo_output/) holds everything it writes; DEMO_UPDATES sets the
-# training budget (default 1500 updates of about 75 sentences, about 3 minutes on 2 CPU cores);
+# training budget (default 1200 updates of about 75 sentences, about 2.5 minutes on 2 CPU cores);
 # DEMO_LATENT_FLAGS replaces the recipe's latent and criterion flags; DEMO_TRAIN_FLAGS
 # is appended to fairseq-train's command line, so it overrides any training flag.
 set -euo pipefail
@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$REPO_ROOT/scripts/setup.sh"
 
 DEMO_DIR="${DEMO_DIR:-$REPO_ROOT/demo_output}"
-UPDATES="${DEMO_UPDATES:-1500}"
+UPDATES="${DEMO_UPDATES:-1200}"
 CORPUS="$REPO_ROOT/scripts/demo_data/stdlib_sentences.txt"
 # BN-VAE (Zhu et al. 2020): the batch-normalised posterior means keep the KL above
 # latent_dim * gamma^2 / 2 = 100 nats, so z cannot collapse and carries the sentence; z also enters every decoder
@@ -38,8 +38,8 @@ TEXT=(--tokenizer moses --bpe fastbpe --bpe-codes bin/bpecodes)
 echo "== Training a small VAE with fairseq-train for $UPDATES updates on the CPU, with ${LATENT[*]}."
 rm -rf checkpoints
 fairseq-train bin --user-dir "$REPO_ROOT/fairseq_vrae" \
-  --task vrae_lm --arch vrae_lstm --criterion vrae_elbo \
-  --embed-dim 128 --encoder-hidden-size 256 --decoder-hidden-size 256 --latent-dim 32 \
+  --task vrae_lm --arch vrae_gru --criterion vrae_elbo \
+  --embed-dim 128 --encoder-hidden-size 128 --decoder-hidden-size 256 --latent-dim 32 \
   --encoder-bidirectional "${LATENT[@]}" \
   --optimizer adam --lr 0.003 --clip-norm 5 --dropout 0.2 --encoder-dropout-in 0.1 \
   --max-tokens 1024 --max-update "$UPDATES" --cpu --num-workers 0 \
@@ -48,30 +48,37 @@ fairseq-train bin --user-dir "$REPO_ROOT/fairseq_vrae" \
 sed -nE 's/^.*train_inner .* rec=([0-9.]+), kl=([0-9.]+),.* kl_weight=([0-9.]+),.* num_updates=([0-9]+),.*$/After \4 updates the training batches reconstruct at \1 nats per sentence with a KL of \2 nats (KL weight \3)./p' train.log
 sed -nE 's/^.*done training in ([0-9.]+) seconds.*$/Training took \1 seconds; the checkpoint with the best validation bound is kept./p' train.log
 
+MODEL=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --path checkpoints/checkpoint_best.pt --cpu)
+# the four commands that score and decode run two at a time (one per core); each one's
+# output is printed below once all have finished
+fairseq-validate bin "${MODEL[@]}" --valid-subset test --max-tokens 4096 2>&1 \
+  | grep "valid on" > validate.log &
+first=$!
+fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --beam 5 --batch-size 128 \
+  2>/dev/null > reconstructions.txt &
+second=$!
+wait "$first" && wait "$second"
+fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --latent-mode prior --num-samples 20 --seed 1 --beam 1 \
+  2>/dev/null | grep -P '^D-' | sort -V > prior.txt &
+first=$!
+fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --latent-mode interpolate \
+  --interpolation-steps 5 --beam 5 --batch-size 128 2>/dev/null | grep -P '^D-0\t' > homotopy.txt &
+second=$!
+wait "$first" && wait "$second"
+
 echo "== Scoring the test split with fairseq-validate (KL weight 1, the true bound)."
-fairseq-validate bin --user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm \
-  --path checkpoints/checkpoint_best.pt --valid-subset test --cpu --max-tokens 4096 \
-  2>&1 | grep "valid on" > validate.log
 sed -nE "s/^.*\| rec ([0-9.]+) \| kl ([0-9.]+) \| .*\| elbo ([0-9.]+) \|.*\| ppl ([0-9.]+) \| au ([0-9]+).*$/The test sentences cost \3 nats each under the bound: \1 to reconstruct them and \2 of KL; that is a perplexity of \4 per token, with \5 of 32 latent dimensions active./p" validate.log
 
-MODEL=(--user-dir "$REPO_ROOT/fairseq_vrae" --task vrae_lm --path checkpoints/checkpoint_best.pt --cpu)
-
 echo "== The first 5 test sentences and their reconstructions from the posterior mean (fairseq-generate, beam 5)."
-fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --beam 5 --batch-size 128 \
-  2>/dev/null > reconstructions.txt
 for i in 0 1 2 3 4; do
   printf 'input:          %s\n' "$(grep -P "^S-$i\t" reconstructions.txt | cut -f2)"
   printf 'reconstruction: %s\n' "$(grep -P "^D-$i\t" reconstructions.txt | cut -f3)"
 done
 
 echo "== The first 8 of 20 greedy samples from the prior (fairseq-generate --latent-mode prior)."
-fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --latent-mode prior --num-samples 20 --seed 1 --beam 1 \
-  2>/dev/null | grep -P '^D-' | sort -V > prior.txt
 head -8 prior.txt | cut -f3
 
 echo "== A homotopy between the first two test sentences, decoded at 7 points with beam 5 (--latent-mode interpolate)."
-fairseq-generate bin "${MODEL[@]}" "${TEXT[@]}" --gen-subset test --latent-mode interpolate \
-  --interpolation-steps 5 --beam 5 --batch-size 128 2>/dev/null | grep -P '^D-0\t' > homotopy.txt
 echo "from: $(grep -P "^S-0\t" reconstructions.txt | cut -f2)"
 echo "to:   $(grep -P "^S-1\t" reconstructions.txt | cut -f2)"
 cut -f3 homotopy.txt
