@@ -7,7 +7,7 @@
 # It keeps the corpus's sentences of at most 12 words (4,470 of 6,253), which a small
 # model learns to reconstruct within the budget.
 # DEMO_DIR (default demo_output/) holds everything it writes; DEMO_UPDATES sets the
-# training budget (default 1200 updates of about 75 sentences, about 2.5 minutes on 2 CPU cores);
+# training budget (default 1200 updates of about 75 sentences, about 3 minutes on 2 CPU cores);
 # DEMO_LATENT_FLAGS replaces the recipe's latent and criterion flags; DEMO_TRAIN_FLAGS
 # is appended to fairseq-train's command line, so it overrides any training flag.
 set -euo pipefail
