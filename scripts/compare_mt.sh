@@ -8,8 +8,9 @@
 #
 # Environment overrides: EPOCHS (10), K (5), LAYERS (3), EMBED (256), FFN (512), HEADS (4),
 # MAX_TOKENS (4096), LR (0.001), WARMUP (300), DROPOUT (0.3), SEED (1), SYSTEMS
-# ("transformer moe cvae"), COMPARE_DIR, EXTRA_TRAIN_FLAGS, CVAE_FLAGS (the VAE's criterion
-# and latent options, default below), IW_SAMPLES (20, the CVAE's test-set bound), and the
+# ("transformer moe cvae"; also "continued", below), COMPARE_DIR, EXTRA_TRAIN_FLAGS,
+# CVAE_FLAGS (the VAE's criterion and latent options, default below), IW_SAMPLES (20, the
+# CVAE's test-set bound), and the
 # quality-diversity front's knobs: TOPK ("3 10") and TOPP ("0.9") for the transformer's
 # sampling, TEMPERATURES ("0.5 1 1.5 2") for the CVAE's --prior-temperature (its beam K-best
 # and the MoE's experts are points too); quality_front.py writes the front's table and plot
@@ -20,7 +21,10 @@
 # checkpoint_best.pt (more training no longer helps it); the MoE trains from scratch for
 # as many epochs as the transformer ran; the CVAE starts from the transformer's best
 # (--load-pretrained-encoder-from/--load-pretrained-decoder-from, docs/translation.md)
-# and is fine-tuned for CVAE_EPOCHS (5) more at CVAE_LR (0.0005).  Like
+# and is fine-tuned for CVAE_EPOCHS (5) more at CVAE_LR (0.0005); SYSTEMS=continued is the
+# transformer's own baseline at the CVAE's epochs: its last checkpoint (optimizer and
+# schedule included) trained CVAE_EPOCHS more, scored like the transformer, for when the
+# transformer stopped at the cap rather than early.  Like
 # compare.sh, finished steps are skipped when run again, and an interrupted training
 # resumes; several SYSTEMS may run at once as separate invocations on one COMPARE_DIR.
 set -euo pipefail
@@ -72,7 +76,7 @@ checkpoint() {  # checkpoint NAME: the one a system is scored from
 
 transformer_epochs() {  # the last and the best epoch of the converged transformer
   [ -f "$OUT/transformer/trained" ] || {
-    echo "BUDGET=converge: the MoE and the CVAE follow the converged transformer; run SYSTEMS=transformer first" >&2; exit 2; }
+    echo "BUDGET=converge: the MoE, the CVAE and the continued transformer follow the converged transformer; run SYSTEMS=transformer first" >&2; exit 2; }
   "$PYTHON" -c "import sys; from fairseq_vrae.fairseq_output import trained_epochs; print(*trained_epochs(sys.argv[1]))" \
     "$OUT/transformer/train.log"
 }
@@ -97,6 +101,24 @@ score() {  # score NAME DECODING FILES...: diversity.py on the detokenised D- li
   "$PYTHON" "$REPO_ROOT/scripts/diversity.py" "$@" --name "$name" --json "$OUT/$name/$decoding.diversity.json" >/dev/null
 }
 
+decode_transformer() {  # decode_transformer NAME: beam 5, the K-best list and the sampling points
+  local name="$1" k p
+  generate "$name" beam5.out --beam 5
+  grep -h "BLEU" "$OUT/$name/beam5.out" >"$OUT/$name/test.bleu"
+  generate "$name" nbest.out --beam "$K" --nbest "$K"
+  score "$name" "beam $K, $K-best" "$OUT/$name/nbest.out"
+  generate "$name" sampling.out --beam "$K" --nbest "$K" --sampling --sampling-topk 10 --seed "$SEED"
+  score "$name" "top-10 sampling" "$OUT/$name/sampling.out"
+  reuse "$name" nbest.out "beam-$K.out"
+  for k in $TOPK; do
+    if [ "$k" = 10 ]; then reuse "$name" sampling.out topk-10.out; continue; fi
+    generate "$name" "front/topk-$k.out" --beam "$K" --nbest "$K" --sampling --sampling-topk "$k" --seed "$SEED"
+  done
+  for p in $TOPP; do
+    generate "$name" "front/topp-$p.out" --beam "$K" --nbest "$K" --sampling --sampling-topp "$p" --seed "$SEED"
+  done
+}
+
 for system in $SYSTEMS; do
   case "$system" in
     transformer)
@@ -106,20 +128,14 @@ for system in $SYSTEMS; do
       else
         train transformer "${COMMON[@]}" "${FIXED[@]}"
       fi
-      generate transformer beam5.out --beam 5
-      grep -h "BLEU" "$OUT/transformer/beam5.out" >"$OUT/transformer/test.bleu"
-      generate transformer nbest.out --beam "$K" --nbest "$K"
-      score transformer "beam $K, $K-best" "$OUT/transformer/nbest.out"
-      generate transformer sampling.out --beam "$K" --nbest "$K" --sampling --sampling-topk 10 --seed "$SEED"
-      score transformer "top-10 sampling" "$OUT/transformer/sampling.out"
-      reuse transformer nbest.out "beam-$K.out"
-      for k in $TOPK; do
-        if [ "$k" = 10 ]; then reuse transformer sampling.out topk-10.out; continue; fi
-        generate transformer "front/topk-$k.out" --beam "$K" --nbest "$K" --sampling --sampling-topk "$k" --seed "$SEED"
-      done
-      for p in $TOPP; do
-        generate transformer "front/topp-$p.out" --beam "$K" --nbest "$K" --sampling --sampling-topp "$p" --seed "$SEED"
-      done ;;
+      decode_transformer transformer ;;
+    continued)
+      echo "== transformer continued for $CVAE_EPOCHS epochs from its last checkpoint (the CVAE's baseline at equal epochs)"
+      epochs="$(transformer_epochs)"; read -r last _ <<< "$epochs"
+      mkdir -p "$OUT/continued"
+      [ -f "$OUT/continued/checkpoint_last.pt" ] || cp "$OUT/transformer/checkpoint_last.pt" "$OUT/continued/checkpoint_last.pt"
+      train continued "${COMMON[@]}" --max-epoch "$((last + CVAE_EPOCHS))" --disable-validation
+      decode_transformer continued ;;
     moe)
       echo "== translation_moe (fairseq example), hMoElp, $K experts"
       if [ "$BUDGET" = converge ]; then
@@ -165,7 +181,7 @@ for system in $SYSTEMS; do
           tail -20 "$OUT/cvae/test.log.tmp" >&2; echo "evaluating cvae failed" >&2; exit 1; }
         mv "$OUT/cvae/test.log.tmp" "$OUT/cvae/test.log"
       fi ;;
-    *) echo "unknown system $system (transformer, moe, cvae)" >&2; exit 2 ;;
+    *) echo "unknown system $system (transformer, continued, moe, cvae)" >&2; exit 2 ;;
   esac
 done
 

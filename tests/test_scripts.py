@@ -145,7 +145,7 @@ def test_paragraphs_join_consecutive_sentences_up_to_the_limit():
     assert [w for g in groups for s in g for w in s.split()] == " ".join(sentences).split()  # nothing lost, in order
 
 
-@pytest.mark.parametrize("system", ["moe", "cvae"])
+@pytest.mark.parametrize("system", ["moe", "cvae", "continued"])
 def test_the_converge_bench_refuses_to_follow_a_transformer_that_has_not_converged(tmp_path, system):
     import subprocess
 
