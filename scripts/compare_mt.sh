@@ -188,11 +188,15 @@ done
 BUDGET_TEXT="$EPOCHS epochs each"; BUDGET_TITLE="$EPOCHS epochs"
 if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/trained" ]; then
   epochs="$(transformer_epochs)"; read -r last best <<< "$epochs"
-  BUDGET_TEXT="transformer: best of $last epochs (epoch $best; early stopping on validation loss, patience $PATIENCE, cap $MAX_EPOCH); MoE: $last epochs; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning"
+  BUDGET_TEXT="transformer: best of $last epochs (epoch $best; early stopping on validation loss, patience $PATIENCE, cap $MAX_EPOCH)"
+  case " $SYSTEMS " in *" continued "*) BUDGET_TEXT+="; continued: its epoch $last + $CVAE_EPOCHS" ;; esac
+  case " $SYSTEMS " in *" moe "*) BUDGET_TEXT+="; MoE: $last epochs" ;; esac
+  case " $SYSTEMS " in *" cvae "*) BUDGET_TEXT+="; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning" ;; esac
   BUDGET_TITLE="transformer converged (epoch $best), CVAE + $CVAE_EPOCHS"
 fi
+MOE_NOTE=""; case " $SYSTEMS " in *" moe "*) MOE_NOTE=" The MoE's test BLEU is its average BLEU over experts." ;; esac
 "$PYTHON" "$REPO_ROOT/scripts/compare_mt_table.py" "$OUT" $SYSTEMS \
-  --caption "test split of $BIN ($SRC -> $TGT); K = $K; $BUDGET_TEXT; batches of $MAX_TOKENS tokens; $LAYERS + $LAYERS layers of $EMBED, $HEADS heads, FFN $FFN; sacreBLEU on detokenised text. The MoE's test BLEU is its average BLEU over experts." \
+  --caption "test split of $BIN ($SRC -> $TGT); K = $K; $BUDGET_TEXT; batches of $MAX_TOKENS tokens; $LAYERS + $LAYERS layers of $EMBED, $HEADS heads, FFN $FFN; sacreBLEU on detokenised text.$MOE_NOTE" \
   | tee "$OUT/results.md"
 "$PYTHON" "$REPO_ROOT/scripts/quality_front.py" "$OUT" --png "$OUT/front.png" \
   --title "test split of $(basename "$BIN"), K = $K, $BUDGET_TITLE" >"$OUT/front.md"
