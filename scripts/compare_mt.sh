@@ -192,7 +192,7 @@ if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/trained" ]; then
   case " $SYSTEMS " in *" continued "*) BUDGET_TEXT+="; continued: its epoch $last + $CVAE_EPOCHS" ;; esac
   case " $SYSTEMS " in *" moe "*) BUDGET_TEXT+="; MoE: $last epochs" ;; esac
   case " $SYSTEMS " in *" cvae "*) BUDGET_TEXT+="; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning" ;; esac
-  BUDGET_TITLE="transformer converged (epoch $best), CVAE + $CVAE_EPOCHS"
+  BUDGET_TITLE="transformer: best epoch $best of $last, CVAE + $CVAE_EPOCHS"
 fi
 MOE_NOTE=""; case " $SYSTEMS " in *" moe "*) MOE_NOTE=" The MoE's test BLEU is its average BLEU over experts." ;; esac
 "$PYTHON" "$REPO_ROOT/scripts/compare_mt_table.py" "$OUT" $SYSTEMS \
