@@ -259,6 +259,35 @@ def test_every_parameter_gets_a_gradient_the_prior_network_included(arch, tmp_pa
     assert float(log["bow"]) > 0
 
 
+@pytest.mark.parametrize("arch", ["cvae_transformer", "cvae_lstm"])
+def test_the_output_shift_adds_zs_projection_to_every_state_the_output_layer_reads(arch, tmp_path):
+    """--latent-injection output: the logits are the output layer applied to the decoder's
+    features (computed without z) plus W z + b at every position, as a reference
+    computes them from the base decoder's own extract_features and output_layer."""
+    _, model, _, batch = build(arch, tmp_path, ["--latent-injection", "output"])
+    model.eval()
+    decoder = model.decoder
+    assert decoder.latent_to_embedding is None and decoder.latent_to_memory is None
+    assert decoder.latent_to_output.weight.abs().sum() == 0  # silent at initialisation
+    torch.manual_seed(0)
+    torch.nn.init.normal_(decoder.latent_to_output.weight, std=0.5)
+    torch.nn.init.normal_(decoder.latent_to_output.bias, std=0.5)
+    net_input = batch["net_input"]
+    base = type(decoder).__mro__[2]  # fairseq's TransformerDecoderBase / LSTMDecoder
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+        logits, _ = decoder(net_input["prev_output_tokens"], encoder_out=encoder_out)
+        source = encoder_out["source"]
+        features, _ = base.extract_features(decoder, net_input["prev_output_tokens"], encoder_out=source)
+        shift = encoder_out["z"] @ decoder.latent_to_output.weight.t() + decoder.latent_to_output.bias
+        expected = base.output_layer(decoder, features + shift[:, None, :])
+        unshifted = base.output_layer(decoder, features)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert not torch.allclose(logits, unshifted, atol=1e-3)
+    # outside the decoder's forward (the bag-of-words head's call) the output layer is unshifted
+    assert torch.equal(decoder.output_layer(features), unshifted)
+
+
 def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path):
     """DDP without --find-unused-parameters needs every parameter in the graph."""
     task, model, plain, batch = build("cvae_transformer", tmp_path)
@@ -274,11 +303,15 @@ def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path)
 
 
 @pytest.mark.parametrize("arch", ["cvae_transformer", "cvae_lstm"])
-@pytest.mark.parametrize("mode", ["prior-mean", "prior-sample"])
-def test_incremental_decoding_with_beam_reordering_matches_a_full_pass(arch, mode, tmp_path):
+@pytest.mark.parametrize("mode, injection", [("prior-mean", "both"), ("prior-sample", "both"),
+                                             ("prior-sample", "embedding+output")])
+def test_incremental_decoding_with_beam_reordering_matches_a_full_pass(arch, mode, injection, tmp_path):
     """As in beam search: each source's encoder output (z and its memory position
     included) is copied to its beams, and reordering moves hypotheses within a source."""
-    _, model, _, batch = build(arch, tmp_path)
+    _, model, _, batch = build(arch, tmp_path, ["--latent-injection", injection])
+    for projection in (model.decoder.latent_to_embedding, model.decoder.latent_to_output):
+        if projection is not None:  # as training leaves them: z changes what the decoder computes
+            torch.nn.init.normal_(projection.weight, std=0.5)
     model.eval()
     beams, sources = 2, 4
     net_input = batch["net_input"]

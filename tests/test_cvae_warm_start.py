@@ -44,9 +44,10 @@ def test_the_warm_started_cvae_translates_as_the_translation_model_before_any_up
     data, checkpoints, root = translation_models
     base = checkpoints[arch]
     save = str(root / f"{arch}-warm")
-    # one update at learning rate 0: the checkpoint holds the warm-started weights unchanged
+    # one update at learning rate 0: the checkpoint holds the warm-started weights unchanged;
+    # both paths that can start silent are open
     helpers.run_train(cvae_train_args(data, save, arch, extra=[*CVAE_FLAGS[arch],
-        "--latent-injection", "embedding", "--load-pretrained-encoder-from", base,
+        "--latent-injection", "embedding+output", "--load-pretrained-encoder-from", base,
         "--load-pretrained-decoder-from", base, "--lr", "0", "--warmup-updates", "1", "--max-update", "1",
         "--distributed-world-size", "1", "--disable-validation"]))
     warm = os.path.join(save, "checkpoint_last.pt")
@@ -74,7 +75,7 @@ def build(data, arch, extra):
 def test_cvae_warm_start_refusals_name_the_fix(translation_models):
     data, checkpoints, _ = translation_models
     base = checkpoints["cvae_transformer"]
-    with pytest.raises(ValueError, match=r"--latent-injection both: .* set --latent-injection embedding"):
+    with pytest.raises(ValueError, match=r"--latent-injection both: .* set --latent-injection embedding, output or"):
         build(data, "cvae_transformer", ["--load-pretrained-decoder-from", base])
     with pytest.raises(ValueError, match=r"decoder.layers.0.fc1.weight is \(64, 32\) .* \(128, 32\).*size options"):
         build(data, "cvae_transformer", ["--latent-injection", "embedding", "--decoder-ffn-embed-dim", "128",

@@ -11,19 +11,20 @@ from fairseq_vrae.criterions.vrae_elbo import VRAEELBOConfig, VRAEELBOCriterion
 from fairseq_vrae.models.vrae_transformer import VRAETransformerConfig, VRAETransformerModel
 from test_model import TinyTask, make_batch, make_dictionary
 
-INJECTIONS = ["embedding", "memory", "both"]
+INJECTIONS = ["embedding", "memory", "both", "output", "embedding+output"]
 
 
 def build(dictionary, fresh_shift: bool = False, **overrides):
-    """A tiny model; unless ``fresh_shift``, z's embedding projection (zero at
-    initialisation) gets random weights, as training gives it."""
+    """A tiny model; unless ``fresh_shift``, z's embedding and output projections (zero at
+    initialisation) get random weights, as training gives them."""
     cfg = VRAETransformerConfig(embed_dim=16, ffn_embed_dim=32, attention_heads=2, latent_dim=5, dropout=0.0)
     for key, value in overrides.items():
         setattr(cfg, key, value)
     torch.manual_seed(0)
     model = VRAETransformerModel.build_model(cfg, TinyTask(dictionary))
-    if model.decoder.latent_to_embedding is not None and not fresh_shift:
-        torch.nn.init.normal_(model.decoder.latent_to_embedding.weight, std=0.5)
+    for projection in (model.decoder.latent_to_embedding, model.decoder.latent_to_output):
+        if projection is not None and not fresh_shift:
+            torch.nn.init.normal_(projection.weight, std=0.5)
     return model
 
 

@@ -12,7 +12,7 @@ import helpers
 
 LSTM_SIZES = ["--embed-dim", "16", "--encoder-hidden-size", "16", "--decoder-hidden-size", "16", "--latent-dim", "4"]
 TRANSFORMER_SIZES = ["--arch", "vrae_transformer", "--embed-dim", "16", "--ffn-embed-dim", "32", "--attention-heads", "2",
-                     "--encoder-layers", "1", "--decoder-layers", "2", "--latent-dim", "4", "--latent-injection", "embedding"]
+                     "--encoder-layers", "1", "--decoder-layers", "2", "--latent-dim", "4", "--latent-injection", "embedding+output"]
 
 
 def lm_args(data, save_dir, arch_args):

@@ -25,6 +25,7 @@ from fairseq.models import FairseqEncoder
 from torch import Tensor
 
 from .latent import ConditionalGaussianPrior, LatentLayer, reorder_latent, without_dropout
+from .latent_injection import LATENT_INJECTION_CHOICES
 
 
 def masked_mean(states: Tensor, padding_mask: Tensor) -> Tensor:
@@ -153,9 +154,10 @@ class CVAEModelMixin:
 def add_latent_args(parser) -> None:
     """The latent options both CVAE families add to their network's own options."""
     parser.add_argument("--latent-dim", type=int, metavar="N", help="size of the latent code z (default 32)")
-    parser.add_argument("--latent-injection", choices=["embedding", "memory", "both"],
+    parser.add_argument("--latent-injection", choices=LATENT_INJECTION_CHOICES,
                         help="how z reaches the decoder: added to its input embeddings, as an extra "
-                             "source position its attention can read, or both (default both)")
+                             "source position its attention can read, both, added to the states its "
+                             "output layer reads (output), or embedding+output (default both)")
     parser.add_argument("--posterior-encoder-layers", type=int, metavar="N",
                         help="layers of the network that reads the target for q(z|x, y) (default 1)")
     parser.add_argument("--prior-hidden-dim", type=int, metavar="N",

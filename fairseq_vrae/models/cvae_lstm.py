@@ -14,7 +14,7 @@ from fairseq.models.lstm import base_architecture as lstm_base_architecture
 from torch import Tensor
 
 from .cvae import CVAEEncoder, CVAEModelMixin, add_latent_args, check_embedding_options, latent_defaults, masked_mean
-from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding
+from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding, injection_paths
 from .warm_start import load_pretrained_translation
 
 
@@ -78,11 +78,15 @@ class CVAELSTMDecoder(LatentPathsMixin, LSTMDecoder):
     def __init__(self, latent_dim: int, injection: str, bow_head: str = "shared", **kwargs):
         super().__init__(**kwargs)
         embed_dim = self.embed_tokens.embedding_dim
-        if injection in ("memory", "both") and self.attention is None:
+        if "memory" in injection_paths(injection) and self.attention is None:
             raise ValueError("--latent-injection memory needs the decoder's attention (--decoder-attention 1)")
+        output_dim = embed_dim if self.share_input_output_embed else self.fc_out.in_features
         self.add_latent_paths(latent_dim, injection, embed_dim, self.encoder_output_units,
-                              bow_dim=embed_dim if self.share_input_output_embed else self.fc_out.in_features,
-                              bow_head=bow_head, vocab_size=len(self.dictionary))
+                              bow_dim=output_dim, bow_head=bow_head, vocab_size=len(self.dictionary),
+                              output_dim=output_dim)
+
+    def output_layer(self, x):
+        return super().output_layer(self.output_shifted(x))
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

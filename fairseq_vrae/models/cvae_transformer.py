@@ -4,9 +4,10 @@ adds the latent options, so swapping ``--arch transformer`` for ``--arch
 cvae_transformer`` (and the criterion for ``vrae_elbo``) is the whole change.
 
 z reaches the decoder as in ``vrae_transformer``: a projection added to every input
-embedding (``embedding``), and/or one extra source position that the decoder's
+embedding (``embedding``), one extra source position that the decoder's
 encoder-attention reads (``memory``), whose keys and values fairseq caches and reorders
-with the rest of the incremental state.
+with the rest of the incremental state, and/or a projection added to the states the
+output layer reads (``output``).
 """
 
 import copy
@@ -71,7 +72,11 @@ class CVAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
                  latent_dim: int, injection: str, bow_head: str = "shared"):
         super().__init__(cfg, dictionary, embed_tokens)
         self.add_latent_paths(latent_dim, injection, cfg.decoder.embed_dim, cfg.encoder.embed_dim,
-                              bow_dim=cfg.decoder.output_dim, bow_head=bow_head, vocab_size=len(dictionary))
+                              bow_dim=cfg.decoder.output_dim, bow_head=bow_head, vocab_size=len(dictionary),
+                              output_dim=cfg.decoder.output_dim)
+
+    def output_layer(self, features):
+        return super().output_layer(self.output_shifted(features))
 
     def forward(self, prev_output_tokens, encoder_out: Dict = None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

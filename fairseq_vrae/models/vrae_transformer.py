@@ -6,6 +6,7 @@ z reaches the decoder in one or both of the ways of Optimus (Li et al. 2020):
 projection of z an extra position that every layer's self-attention can attend to
 (fairseq's ``cross_self_attention`` with the memory as the "encoder output", so the
 memory's keys and values live in the incremental state and follow beam reordering).
+``output`` adds a projection of z to the states the output layer reads.
 """
 
 from dataclasses import dataclass, field
@@ -20,11 +21,11 @@ from torch import Tensor
 
 from .latent import LatentLayer
 from .latent_encoder import LatentEncoder
-from .latent_injection import LatentPathsMixin, LatentShiftedEmbedding
+from .latent_injection import LATENT_INJECTION_CHOICES, LatentPathsMixin, LatentShiftedEmbedding, injection_paths
 from .vrae import VRAEModel, fill_defaults
 from .warm_start import pretrained_decoder_field, pretrained_encoder_embed_field
 
-LATENT_INJECTIONS = ChoiceEnum(["embedding", "memory", "both"])
+LATENT_INJECTIONS = ChoiceEnum(LATENT_INJECTION_CHOICES)
 
 
 @dataclass
@@ -38,7 +39,8 @@ class VRAETransformerConfig(FairseqDataclass):
     latent_dim: int = field(default=32, metadata={"help": "size of the latent code z"})
     latent_injection: LATENT_INJECTIONS = field(
         default="both", metadata={"help": "how z reaches the decoder: added to the input embeddings, "
-                                  "as a self-attention memory position, or both"}
+                                  "as a self-attention memory position, both, added to the output "
+                                  "layer's input states (output), or embedding+output"}
     )
     posterior_bn_gamma: float = field(
         default=0.0, metadata={"help": "BN-VAE scale of the posterior means (see vrae_lstm); 0 = off"}
@@ -69,7 +71,7 @@ def transformer_config(cfg) -> TransformerConfig:
     tcfg.activation_dropout = cfg.activation_dropout
     tcfg.max_source_positions = tcfg.max_target_positions = cfg.max_positions
     tcfg.share_decoder_input_output_embed = cfg.share_decoder_input_output_embed
-    tcfg.cross_self_attention = cfg.latent_injection in ("memory", "both")
+    tcfg.cross_self_attention = "memory" in injection_paths(str(cfg.latent_injection))
     return tcfg
 
 
@@ -112,7 +114,10 @@ class VRAETransformerDecoder(LatentPathsMixin, TransformerDecoderBase):
         super().__init__(tcfg, dictionary, embed_tokens, no_encoder_attn=True)
         self.injection = injection
         dim = tcfg.decoder.embed_dim
-        self.add_latent_paths(latent_dim, injection, dim, dim)
+        self.add_latent_paths(latent_dim, injection, dim, dim, output_dim=tcfg.decoder.output_dim)
+
+    def output_layer(self, features):
+        return super().output_layer(self.output_shifted(features))
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         if encoder_out is None or "z" not in encoder_out:

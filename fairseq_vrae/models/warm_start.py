@@ -22,6 +22,7 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.utils import safe_getattr
 from torch import Tensor
+from .latent_injection import starts_silent
 
 logger = logging.getLogger(__name__)
 
@@ -194,11 +195,11 @@ def _transformer_lm_state(lm_state, lm_cfg, model, cfg, path) -> Dict[str, Tenso
     def lm(name, default=None):
         return safe_getattr(lm_cfg, name, default)
 
-    if cfg.latent_injection != "embedding":
+    if not starts_silent(str(cfg.latent_injection)):
         raise WarmStartError(
             f"--load-pretrained-decoder-from with --latent-injection {cfg.latent_injection}: z's memory position "
             f"changes every self-attention of the LM, so the decoder would not start as the LM; set "
-            f"--latent-injection embedding"
+            f"--latent-injection embedding, output or embedding+output"
         )
     _require([
         ("embedding size (--decoder-embed-dim)", int(lm("decoder_embed_dim")), dim, "set --embed-dim to it"),
@@ -260,11 +261,11 @@ def load_pretrained_translation(model, args):
                 f"{path} is a '{arch}' checkpoint; --arch {model.warm_start_arch} starts from fairseq's "
                 f"{model.warm_start_base.__name__} (--arch {model.warm_start_family} and its sizes)"
             )
-        if getattr(args, "latent_injection", "embedding") != "embedding":
+        if not starts_silent(getattr(args, "latent_injection", "embedding")):
             raise WarmStartError(
                 f"--load-pretrained-{side}-from with --latent-injection {args.latent_injection}: z's extra source "
                 f"position changes the decoder's attention, so it would not start as the translation model; set "
-                f"--latent-injection embedding"
+                f"--latent-injection embedding, output or embedding+output"
             )
         for name in SHAPELESS_OPTIONS[model.warm_start_family]:
             theirs, ours = safe_getattr(base_args, name, None), getattr(args, name, None)
