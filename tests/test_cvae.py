@@ -288,6 +288,42 @@ def test_the_output_shift_adds_zs_projection_to_every_state_the_output_layer_rea
     assert torch.equal(decoder.output_layer(features), unshifted)
 
 
+def test_the_best_prior_draw_term_is_the_lowest_likelihood_over_the_draws_and_trains_the_prior(tmp_path):
+    """--prior-draws 3: the logged best_draw is, per pair, the smallest NLL of the target
+    over three draws of p(z|x), recomputed here from the same noise with the decoder in
+    evaluation mode; its term alone sends gradient into the prior network."""
+    import torch.nn.functional as F
+
+    _, model, criterion, batch = build("cvae_transformer", tmp_path, ["--prior-draws", "3"])
+    assert criterion.cfg.prior_draws == 3
+    model.train()
+    net_input, target = batch["net_input"], batch["target"]
+    torch.manual_seed(5)
+    _, _, log = criterion(model, batch)
+    torch.manual_seed(5)
+    model(**net_input)  # the posterior's draw comes first in the random stream
+    with torch.no_grad():
+        source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        noise = torch.randn((3,) + tuple(source["prior_mu"].shape))
+        model.eval()
+        per_draw = []
+        for eps in noise:
+            z = source["prior_mu"] + torch.exp(0.5 * source["prior_logvar"]) * eps
+            logits = model.decoder(net_input["prev_output_tokens"], encoder_out=dict(source, z=z))[0]
+            lprobs = F.log_softmax(logits.float(), dim=-1).gather(2, target.unsqueeze(-1)).squeeze(-1)
+            per_draw.append(-(lprobs * target.ne(criterion.padding_idx)).sum(1))
+        per_draw = torch.stack(per_draw, 1)
+    best = per_draw.min(1).values.sum()
+    assert float(log["best_draw"]) == pytest.approx(float(best), rel=1e-4)
+    assert float(best) < float(per_draw.mean(1).sum()) - 1e-3  # the draws differ, and the best is taken
+    model.train()
+    model.zero_grad()
+    loss, _ = criterion.best_prior_draw_loss(model, net_input, target)
+    loss.backward()
+    prior = [m for m in model.modules() if isinstance(m, ConditionalGaussianPrior)][0]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
+
+
 def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path):
     """DDP without --find-unused-parameters needs every parameter in the graph."""
     task, model, plain, batch = build("cvae_transformer", tmp_path)

@@ -89,6 +89,16 @@ class VRAEELBOConfig(LatentEvaluationConfig):
                   "target's words from z alone (Zhao et al. 2017); needs a model with a "
                   "bag-of-words head (cvae_transformer, cvae_lstm)"},
     )
+    prior_draws: int = field(
+        default=0,
+        metadata={"help": "training only: also score the target under this many draws of the "
+                  "conditional prior p(z|x) and train on the draw that explains it best (chosen "
+                  "without dropout or gradient), so that different draws come to stand for "
+                  "different translations (multiple-choice learning); conditional VAEs only; 0 = off"},
+    )
+    prior_draw_weight: float = field(
+        default=1.0, metadata={"help": "weight of the best prior draw's reconstruction term (--prior-draws)"}
+    )
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
     # fairseq's --sentence-avg: each batch's gradient is its summed loss over its
@@ -133,6 +143,9 @@ class VRAEELBOCriterion(FairseqCriterion):
             raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
         if cfg.bow_loss_weight < 0:
             raise ValueError(f"--bow-loss-weight must be >= 0, got {cfg.bow_loss_weight}")
+        if cfg.prior_draws < 0 or cfg.prior_draw_weight < 0:
+            raise ValueError(f"--prior-draws and --prior-draw-weight must be >= 0, got {cfg.prior_draws} "
+                             f"and {cfg.prior_draw_weight}")
         if cfg.iw_samples < 0:
             raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
         if cfg.iw_chunk_tokens < 1:
@@ -211,15 +224,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             find_latent_layer(model)  # explains which models this criterion trains
             raise ValueError(f"{type(model).__name__} does not return the latent contract (mu, logvar, ...)")
         target = sample["target"]
-        flat_logits = logits.float().view(-1, logits.size(-1))
-        if training and self.cfg.label_smoothing > 0:
-            smoothed, rec = label_smoothed_nll_loss(
-                F.log_softmax(flat_logits, dim=-1), target.reshape(-1, 1), self.cfg.label_smoothing,
-                ignore_index=self.padding_idx, reduce=True,
-            )
-        else:
-            rec = F.cross_entropy(flat_logits, target.reshape(-1), ignore_index=self.padding_idx, reduction="sum")
-            smoothed = rec
+        smoothed, rec = self.reconstruction(logits, target, training)
         kl_per_dim = gaussian_kl(extra["mu"], extra["logvar"], extra["prior_mu"], extra["prior_logvar"])
         kl = kl_per_dim.sum()
         # a model with a bag-of-words head always scores it, so that the head takes part in
@@ -236,6 +241,9 @@ class VRAEELBOCriterion(FairseqCriterion):
             loss = smoothed + beta * kl_term
             if bow is not None:
                 loss = loss + self.cfg.bow_loss_weight * bow
+            if self.cfg.prior_draws > 0:
+                draw_smoothed, draw_rec = self.best_prior_draw_loss(model, net_input, target)
+                loss = loss + self.cfg.prior_draw_weight * draw_smoothed
         else:
             beta = 1.0
             loss = rec + kl
@@ -256,6 +264,8 @@ class VRAEELBOCriterion(FairseqCriterion):
         }
         if bow is not None:
             logging_output["bow"] = bow.data
+        if training and self.cfg.prior_draws > 0:
+            logging_output["best_draw"] = draw_rec.data
         if not training:
             # running sums for the active-unit count over the whole split (summable)
             mu = extra["mu"].detach().double()
@@ -264,6 +274,47 @@ class VRAEELBOCriterion(FairseqCriterion):
             if self.cfg.iw_samples > 0 and nsentences > 0:
                 logging_output.update(self.importance_weighted(model, sample))
         return loss, sample_size, logging_output
+
+    def reconstruction(self, logits, target, training: bool):
+        """(training loss, NLL), summed: label-smoothed in training when asked."""
+        flat_logits = logits.float().view(-1, logits.size(-1))
+        if training and self.cfg.label_smoothing > 0:
+            return label_smoothed_nll_loss(
+                F.log_softmax(flat_logits, dim=-1), target.reshape(-1, 1), self.cfg.label_smoothing,
+                ignore_index=self.padding_idx, reduce=True,
+            )
+        rec = F.cross_entropy(flat_logits, target.reshape(-1), ignore_index=self.padding_idx, reduction="sum")
+        return rec, rec
+
+    def best_prior_draw_loss(self, model, net_input, target):
+        """The reconstruction term (training loss, NLL) of each pair under the best of
+        ``--prior-draws`` draws z = mu + sigma * eps of its prior p(z|x): the draw whose
+        decoder gives the target the highest likelihood, found in evaluation mode without
+        gradient, then decoded again with both.  Gradient reaches the decoder and, through
+        mu and sigma, the prior network, so draws learn to explain different references
+        (multiple-choice learning, Guzman-Rivera et al. 2012; the best-of-many-samples
+        objective of Bhattacharyya et al. 2018)."""
+        if not getattr(model.encoder, "reads_target", False):
+            raise ValueError(f"--prior-draws needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
+                             f"whose prior reads the source; {type(model).__name__} has none")
+        source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        mu, std = source["prior_mu"].float(), torch.exp(0.5 * source["prior_logvar"].float())
+        noise = torch.randn((self.cfg.prior_draws,) + tuple(mu.shape), device=mu.device)
+        prev = net_input["prev_output_tokens"]
+        pad = target.eq(self.padding_idx)
+
+        def decode(eps):
+            return model.decoder(prev, encoder_out=dict(source, z=(mu + std * eps).to(source["z"].dtype)))[0]
+
+        with torch.no_grad(), utils.model_eval(model):
+            nll = torch.stack([
+                F.cross_entropy(decode(eps).float().transpose(1, 2), target, reduction="none")
+                .masked_fill(pad, 0.0).sum(1)
+                for eps in noise
+            ], dim=1)  # sentences x draws
+        best = nll.argmin(dim=1)
+        winners = noise[best, torch.arange(mu.size(0), device=mu.device)]
+        return self.reconstruction(decode(winners), target, training=True)
 
     def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's
@@ -321,6 +372,8 @@ class VRAEELBOCriterion(FairseqCriterion):
             metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
         if any("bow" in log for log in logging_outputs):
             metrics.log_scalar("bow", total("bow") / nsentences, nsentences, round=3)
+        if any("best_draw" in log for log in logging_outputs):
+            metrics.log_scalar("best_draw", total("best_draw") / nsentences, nsentences, round=3)
         metrics.log_scalar("elbo", (rec + kl) / nsentences, nsentences, round=3)
         metrics.log_scalar("kl_weight", total("kl_weight") / nsentences, nsentences, round=4)
         metrics.log_scalar("_elbo_per_token", (rec + kl) / ntokens, ntokens)
