@@ -242,7 +242,8 @@ class VRAEELBOCriterion(FairseqCriterion):
             if bow is not None:
                 loss = loss + self.cfg.bow_loss_weight * bow
             if self.cfg.prior_draws > 0:
-                draw_smoothed, draw_rec = self.best_prior_draw_loss(model, net_input, target)
+                draw_smoothed, draw_rec = self.best_prior_draw_loss(
+                    model, net_input, target, ranking_input=sample["net_input"]["prev_output_tokens"])
                 loss = loss + self.cfg.prior_draw_weight * draw_smoothed
         else:
             beta = 1.0
@@ -286,11 +287,13 @@ class VRAEELBOCriterion(FairseqCriterion):
         rec = F.cross_entropy(flat_logits, target.reshape(-1), ignore_index=self.padding_idx, reduction="sum")
         return rec, rec
 
-    def best_prior_draw_loss(self, model, net_input, target):
+    def best_prior_draw_loss(self, model, net_input, target, ranking_input=None):
         """The reconstruction term (training loss, NLL) of each pair under the best of
         ``--prior-draws`` draws z = mu + sigma * eps of its prior p(z|x): the draw whose
-        decoder gives the target the highest likelihood, found in evaluation mode without
-        gradient, then decoded again with both.  Gradient reaches the decoder and, through
+        decoder gives the target the highest likelihood, found with the decoder in
+        evaluation mode, reading ``ranking_input`` (the decoder input before word dropout;
+        default: the training input), without gradient; then decoded again as training
+        decodes, with both.  Gradient reaches the decoder and, through
         mu and sigma, the prior network, so draws learn to explain different references
         (multiple-choice learning, Guzman-Rivera et al. 2012; the best-of-many-samples
         objective of Bhattacharyya et al. 2018)."""
@@ -301,20 +304,26 @@ class VRAEELBOCriterion(FairseqCriterion):
         mu, std = source["prior_mu"].float(), torch.exp(0.5 * source["prior_logvar"].float())
         noise = torch.randn((self.cfg.prior_draws,) + tuple(mu.shape), device=mu.device)
         prev = net_input["prev_output_tokens"]
+        ranking_input = prev if ranking_input is None else ranking_input
         pad = target.eq(self.padding_idx)
 
-        def decode(eps):
-            return model.decoder(prev, encoder_out=dict(source, z=(mu + std * eps).to(source["z"].dtype)))[0]
+        def decode(tokens, eps):
+            return model.decoder(tokens, encoder_out=dict(source, z=(mu + std * eps).to(source["z"].dtype)))[0]
 
-        with torch.no_grad(), utils.model_eval(model):
-            nll = torch.stack([
-                F.cross_entropy(decode(eps).float().transpose(1, 2), target, reduction="none")
-                .masked_fill(pad, 0.0).sum(1)
-                for eps in noise
-            ], dim=1)  # sentences x draws
+        decoder_was_training = model.decoder.training
+        model.decoder.eval()
+        try:
+            with torch.no_grad():
+                nll = torch.stack([
+                    F.cross_entropy(decode(ranking_input, eps).float().transpose(1, 2), target, reduction="none")
+                    .masked_fill(pad, 0.0).sum(1)
+                    for eps in noise
+                ], dim=1)  # sentences x draws
+        finally:
+            model.decoder.train(decoder_was_training)
         best = nll.argmin(dim=1)
         winners = noise[best, torch.arange(mu.size(0), device=mu.device)]
-        return self.reconstruction(decode(winners), target, training=True)
+        return self.reconstruction(decode(prev, winners), target, training=True)
 
     def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's

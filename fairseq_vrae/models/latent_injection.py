@@ -108,10 +108,10 @@ class LatentPathsMixin:
         embeddings by it (sqrt(dim)), so the shift arrives at the scale of the scaled
         embeddings and cannot swamp them."""
         projection = getattr(self, "latent_to_embedding", None)
-        self.embed_tokens.shift = None if projection is None else projection(z) / scale
         output = getattr(self, "latent_to_output", None)
-        self.output_shift = None if output is None else output(z)
         try:
+            self.embed_tokens.shift = None if projection is None else projection(z) / scale
+            self.output_shift = None if output is None else output(z)
             yield
         finally:
             self.embed_tokens.shift = None
