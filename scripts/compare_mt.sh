@@ -20,7 +20,8 @@
 # epochs pass without a lower validation loss (cap MAX_EPOCH, 60) and is scored from its
 # checkpoint_best.pt (more training no longer helps it); the MoE trains from scratch for
 # as many epochs as the transformer ran; the CVAE starts from the transformer's best
-# (--load-pretrained-encoder-from/--load-pretrained-decoder-from, docs/translation.md)
+# (--load-pretrained-encoder-from/--load-pretrained-decoder-from, with --latent-injection output
+# unless CVAE_FLAGS sets another; docs/translation.md)
 # and is fine-tuned for CVAE_EPOCHS (5) more at CVAE_LR (0.0005); SYSTEMS=continued is the
 # transformer's own baseline at the CVAE's epochs: its last checkpoint (optimizer and
 # schedule included) trained CVAE_EPOCHS more, scored like the transformer, for when the
@@ -157,7 +158,7 @@ for system in $SYSTEMS; do
       if [ "$BUDGET" = converge ]; then
         transformer_epochs >/dev/null
         best="$OUT/transformer/checkpoint_best.pt"
-        FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation --lr "$CVAE_LR" --latent-injection embedding
+        FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation --lr "$CVAE_LR" --latent-injection output
           --load-pretrained-encoder-from "$best" --load-pretrained-decoder-from "$best")
       fi
       train cvae "${COMMON[@]}" "${FIXED[@]}" "${VAE[@]}" --arch cvae_transformer --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
