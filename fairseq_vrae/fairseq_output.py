@@ -189,6 +189,16 @@ def trained_epochs(path: str) -> TrainedEpochs:
     return TrainedEpochs(max(int(record["epoch"]) for record in records["train"]), best)
 
 
+def epoch_learning_rate(path: str, epoch: int) -> float:
+    """The learning rate a ``fairseq-train --log-format json`` log's epoch ended at (its
+    end-of-epoch ``train_lr``): where a model fine-tuned from that epoch's checkpoint
+    can carry on."""
+    for record in read_json_log([path], ("train",)).records["train"]:
+        if int(record.get("epoch", -1)) == epoch and "train_lr" in record:
+            return float(record["train_lr"])
+    raise FairseqOutputError(f"{path}: no end-of-epoch train record with train_lr for epoch {epoch}")
+
+
 def wall_seconds(path: str) -> float:
     """The total of a ``wall`` file: seconds of each training stage, one a line."""
     with open(path, encoding="utf-8") as handle:

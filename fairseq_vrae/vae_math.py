@@ -73,6 +73,24 @@ def seeded_gaussian(mu: Tensor, logvar: Tensor, seeds: Tensor, temperature: floa
     return mu.float() + temperature * torch.exp(0.5 * logvar.float()) * noise
 
 
+#: the seeds of the prior's fixed slots (:func:`slot_noise`), apart from every
+#: sentence_seeds value (those are below 2**62 for any --seed under 4.6e12)
+SLOT_SEED_BASE = 2**62
+
+
+def slot_seeds(count: int) -> Tensor:
+    """The seeds of slots 0 .. ``count`` - 1: fixed, whatever ``--seed``, so the slots a
+    model trained with are the ones it translates with; slot k is the same for any count."""
+    return SLOT_SEED_BASE + torch.arange(count, dtype=torch.long)
+
+
+def slot_noise(count: int, dim: int) -> Tensor:
+    """``(count, dim)`` N(0, I) vectors e_k, the noise of the prior's fixed slots: the codes
+    mu(x) + sigma(x) * e_k are the same K points of every source's p(z|x), so that each
+    can come to stand for one kind of translation, like an expert of a mixture (float32, CPU)."""
+    return seeded_normal(slot_seeds(count), (dim,))
+
+
 def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
     """Summed KL with a floor of ``free_bits`` nats per dimension (Kingma et al. 2016).
 

@@ -22,7 +22,12 @@
 # as many epochs as the transformer ran; the CVAE starts from the transformer's best
 # (--load-pretrained-encoder-from/--load-pretrained-decoder-from, with --latent-injection output
 # unless CVAE_FLAGS sets another; docs/translation.md)
-# and is fine-tuned for CVAE_EPOCHS (5) more at CVAE_LR (0.0005); SYSTEMS=continued is the
+# and is fine-tuned for CVAE_EPOCHS (5) more at a fixed learning rate after CVAE_WARMUP (50)
+# updates of warm-up: CVAE_LR, by default the rate the transformer's best epoch ended at, so
+# the CVAE carries on where the transformer's schedule was (CVAE_SCHEDULE=restart gives the
+# older fine-tuning instead: the transformer's inverse-square-root schedule restarted, with
+# CVAE_LR 0.0005 as its peak).  A CVAE trained with --prior-draw-slots has its draws
+# decoded with --latent-mode prior-slots (its K fixed slots), else prior-sample.  SYSTEMS=continued is the
 # transformer's own baseline at the CVAE's epochs: its last checkpoint (optimizer and
 # schedule included) trained CVAE_EPOCHS more, scored like the transformer, for when the
 # transformer stopped at the cap rather than early.  Like
@@ -43,10 +48,14 @@ EPOCHS="${EPOCHS:-10}"; K="${K:-5}"; LAYERS="${LAYERS:-3}"; EMBED="${EMBED:-256}
 HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; WARMUP="${WARMUP:-300}"
 DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe cvae}"
 IW_SAMPLES="${IW_SAMPLES:-20}"; BUDGET="${BUDGET:-epochs}"; PATIENCE="${PATIENCE:-3}"
-MAX_EPOCH="${MAX_EPOCH:-60}"; CVAE_EPOCHS="${CVAE_EPOCHS:-5}"; CVAE_LR="${CVAE_LR:-0.0005}"
+MAX_EPOCH="${MAX_EPOCH:-60}"; CVAE_EPOCHS="${CVAE_EPOCHS:-5}"; CVAE_LR="${CVAE_LR:-}"
+CVAE_WARMUP="${CVAE_WARMUP:-50}"; CVAE_SCHEDULE="${CVAE_SCHEDULE:-carry-on}"
+case "$CVAE_SCHEDULE" in carry-on|restart) ;; *) echo "CVAE_SCHEDULE must be carry-on or restart, got '$CVAE_SCHEDULE'" >&2; exit 2 ;; esac
 case "$BUDGET" in epochs|converge) ;; *) echo "BUDGET must be epochs or converge, got '$BUDGET'" >&2; exit 2 ;; esac
 TOPK="${TOPK:-3 10}"; TOPP="${TOPP:-0.9}"; TEMPERATURES="${TEMPERATURES:-0.5 1 1.5 2}"
 read -r -a CVAE_FLAGS <<< "${CVAE_FLAGS:---latent-dim 32 --kl-schedule linear --kl-warmup-updates 600 --free-bits 0.1 --bow-loss-weight 1}"
+DRAWS=prior-sample; DRAWN="prior samples"
+case " ${CVAE_FLAGS[*]} " in *" --prior-draw-slots "*) DRAWS=prior-slots; DRAWN="prior slots" ;; esac
 OUT="${COMPARE_DIR:-$REPO_ROOT/compare_output/mt}"
 read -r -a EXTRA <<< "${EXTRA_TRAIN_FLAGS:-}"
 MOE_DIR="$("$PYTHON" -c "import fairseq, os; print(os.path.join(os.path.dirname(fairseq.__file__), 'examples', 'translation_moe', 'translation_moe_src'))")"
@@ -153,12 +162,19 @@ for system in $SYSTEMS; do
       mkdir -p "$OUT/moe/front"
       [ -s "$OUT/moe/front/experts-$K.out" ] || cat "${files[@]}" >"$OUT/moe/front/experts-$K.out" ;;
     cvae)
-      echo "== cvae_transformer (fairseq_vrae): prior mean, posterior mean, $K prior samples"
+      echo "== cvae_transformer (fairseq_vrae): prior mean, posterior mean, $K $DRAWN"
       VAE=(--user-dir "$REPO_ROOT/fairseq_vrae")
       if [ "$BUDGET" = converge ]; then
-        transformer_epochs >/dev/null
+        epochs="$(transformer_epochs)"; read -r _ best_epoch <<< "$epochs"
         best="$OUT/transformer/checkpoint_best.pt"
-        FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation --lr "$CVAE_LR" --latent-injection output
+        if [ "$CVAE_SCHEDULE" = restart ]; then
+          SCHEDULE=(--lr "${CVAE_LR:-0.0005}")
+        else
+          [ -n "$CVAE_LR" ] || CVAE_LR="$("$PYTHON" -c "import sys; from fairseq_vrae.fairseq_output import epoch_learning_rate; print(epoch_learning_rate(sys.argv[1], int(sys.argv[2])))" \
+            "$OUT/transformer/train.log" "$best_epoch")"
+          SCHEDULE=(--lr-scheduler fixed --warmup-updates "$CVAE_WARMUP" --lr "$CVAE_LR")
+        fi
+        FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation "${SCHEDULE[@]}" --latent-injection output
           --load-pretrained-encoder-from "$best" --load-pretrained-decoder-from "$best")
       fi
       train cvae "${COMMON[@]}" "${FIXED[@]}" "${VAE[@]}" --arch cvae_transformer --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
@@ -166,14 +182,14 @@ for system in $SYSTEMS; do
       grep -h "BLEU" "$OUT/cvae/beam5.out" >"$OUT/cvae/test.bleu"
       generate cvae posterior.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode posterior-mean
       grep -h "BLEU" "$OUT/cvae/posterior.out" >"$OUT/cvae/posterior.bleu"
-      generate cvae samples.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode prior-sample \
+      generate cvae samples.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode "$DRAWS" \
         --samples-per-source "$K" --seed "$SEED"
-      score cvae "$K prior samples, beam 5" "$OUT/cvae/samples.out"
+      score cvae "$K $DRAWN, beam 5" "$OUT/cvae/samples.out"
       for t in $TEMPERATURES; do
         if [ "$t" = 1 ]; then reuse cvae samples.out temperature-1.out; continue; fi
         mkdir -p "$OUT/cvae/front"
         generate cvae "front/temperature-$t.out" --beam 5 "${VAE[@]}" --task latent_translation \
-          --latent-mode prior-sample --samples-per-source "$K" --seed "$SEED" --prior-temperature "$t"
+          --latent-mode "$DRAWS" --samples-per-source "$K" --seed "$SEED" --prior-temperature "$t"
       done
       if [ ! -s "$OUT/cvae/test.log" ]; then
         fairseq-validate "$BIN" "${VAE[@]}" --task latent_translation -s "$SRC" -t "$TGT" \
@@ -192,7 +208,7 @@ if [ "$BUDGET" = converge ] && [ -f "$OUT/transformer/trained" ]; then
   BUDGET_TEXT="transformer: best of $last epochs (epoch $best; early stopping on validation loss, patience $PATIENCE, cap $MAX_EPOCH)"
   case " $SYSTEMS " in *" continued "*) BUDGET_TEXT+="; continued: its epoch $last + $CVAE_EPOCHS" ;; esac
   case " $SYSTEMS " in *" moe "*) BUDGET_TEXT+="; MoE: $last epochs" ;; esac
-  case " $SYSTEMS " in *" cvae "*) BUDGET_TEXT+="; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning" ;; esac
+  case " $SYSTEMS " in *" cvae "*) BUDGET_TEXT+="; CVAE: the transformer's best + $CVAE_EPOCHS epochs of fine-tuning (${CVAE_SCHEDULE} schedule)" ;; esac
   BUDGET_TITLE="transformer: best epoch $best of $last, CVAE + $CVAE_EPOCHS"
 fi
 MOE_NOTE=""; case " $SYSTEMS " in *" moe "*) MOE_NOTE=" The MoE's test BLEU is its average BLEU over experts." ;; esac

@@ -318,10 +318,51 @@ def test_the_best_prior_draw_term_is_the_lowest_likelihood_over_the_draws_and_tr
     assert float(best) < float(per_draw.mean(1).sum()) - 1e-3  # the draws differ, and the best is taken
     model.train()
     model.zero_grad()
-    loss, _ = criterion.best_prior_draw_loss(model, net_input, target)
+    loss, _, _ = criterion.best_prior_draw_loss(model, net_input, target)
     loss.backward()
     prior = [m for m in model.modules() if isinstance(m, ConditionalGaussianPrior)][0]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
+
+
+def test_the_prior_slots_are_the_same_points_of_every_prior_and_the_ones_training_ranks(tmp_path):
+    """--prior-draws 3 --prior-draw-slots: draw k of every pair is mu(x) + sigma(x) * e_k with
+    e_k the N(0, I) draw of the generator seeded 2**62 + k (whatever --seed); the generation
+    path (the encoder's latent_seeds, as --latent-mode prior-slots gives them) makes the same
+    codes, and best_draw is the smallest NLL over them, with the wins per slot logged."""
+    import torch.nn.functional as F
+
+    from fairseq_vrae.criterions.vrae_elbo import VRAEELBOCriterion, slots_used
+    from fairseq_vrae.generation.translation.prior_slots import PriorSlots
+
+    _, model, criterion, batch = build("cvae_transformer", tmp_path, ["--prior-draws", "3", "--prior-draw-slots"])
+    net_input, target = batch["net_input"], batch["target"]
+    rows = target.size(0)
+    expected_noise = torch.stack([torch.randn(4, generator=torch.Generator().manual_seed(2**62 + k)) for k in range(3)])
+    seeds = PriorSlots.draw_seeds(None, torch.arange(rows), 3)
+    with torch.no_grad():
+        model.eval()
+        codes = model.encoder(net_input["src_tokens"].repeat_interleave(3, 0),
+                              src_lengths=net_input["src_lengths"].repeat_interleave(3, 0), latent_seeds=seeds)
+        noise = (codes["z"] - codes["prior_mu"]) / torch.exp(0.5 * codes["prior_logvar"])
+    assert torch.allclose(noise.view(rows, 3, 4), expected_noise.expand(rows, 3, 4), atol=1e-4)
+    assert len({tuple(r) for r in codes["prior_mu"].view(rows, 3, 4)[:, 0].tolist()}) > 1  # the sources differ
+    with torch.no_grad():
+        lprobs = F.log_softmax(model.decoder(net_input["prev_output_tokens"].repeat_interleave(3, 0),
+                                             encoder_out=codes)[0].float(), dim=-1)
+        repeated = target.repeat_interleave(3, 0)
+        per_slot = -(lprobs.gather(2, repeated.unsqueeze(-1)).squeeze(-1) * repeated.ne(criterion.padding_idx)).sum(1)
+    per_slot = per_slot.view(rows, 3)
+    assert float(per_slot.min(1).values.sum()) < float(per_slot.mean(1).sum()) - 1e-3  # the slots differ
+    model.train()
+    _, _, log = criterion(model, batch)
+    assert float(log["best_draw"]) == pytest.approx(float(per_slot.min(1).values.sum()), rel=1e-4)
+    wins = [log[f"slot{k}_wins"] for k in range(3)]
+    assert wins == torch.bincount(per_slot.argmin(1), minlength=3).tolist()
+    assert slots_used([4, 4, 4]) == pytest.approx(3.0) and slots_used([12, 0, 0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="needs K >= 2"):
+        cfg = copy.deepcopy(criterion.cfg)
+        cfg.prior_draws = 0
+        VRAEELBOCriterion(cfg, criterion.task)
 
 
 def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path):
@@ -524,12 +565,38 @@ def test_pairwise_bleu_falls_as_the_prior_temperature_rises(trained):
     assert by_temperature["0"] > by_temperature["1"] > by_temperature["3"], by_temperature
 
 
+def test_each_prior_slot_learns_one_of_the_two_translations_of_a_source(tmp_path):
+    """Trained with the best of two fixed slots (--prior-draws 2 --prior-draw-slots), the two
+    slots of most sources translate it the two ways the data does (word for word and through
+    the substitution), whatever --seed; the model's own random draws cover both far less often."""
+    test = two_variant_pairs(40, seed=1)
+    data = helpers.binarize_pair(str(tmp_path / "corpus"), {"train": two_variant_pairs(600, seed=0), "valid": test,
+                                                             "test": test})
+    save_dir = str(tmp_path / "checkpoints")
+    helpers.run_train(cvae_train_args(data, save_dir, extra=["--max-update", "500", "--distributed-world-size", "1",
+                                                             "--prior-draws", "2", "--prior-draw-slots"]))
+    checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
+
+    def both_ways(mode, *flags):
+        hypotheses = generate(data, checkpoint, "--task", "latent_translation", "--latent-mode", mode,
+                              "--samples-per-source", "2", *flags)
+        assert all(len(h) == 2 for h in hypotheses.values())
+        covered = sum(any(h == t for h in hypotheses[i]) and any(h != t for h in hypotheses[i])
+                      for i, (_, t) in enumerate(test))
+        return hypotheses, covered / len(test)
+
+    slots, covered = both_ways("prior-slots")
+    assert covered >= 0.75, slots
+    assert both_ways("prior-slots", "--seed", "11")[0] == slots  # the slots do not depend on the seed
+    assert both_ways("prior-sample")[1] < covered - 0.2
+
+
 def test_every_translation_mode_is_a_registered_file_offered_by_latent_mode():
     from fairseq_vrae.generation.translation import TRANSLATION_MODES
     from fairseq_vrae.tasks.latent_translation import LatentTranslationConfig
 
     choices = LatentTranslationConfig.__dataclass_fields__["latent_mode"].type
-    assert set(TRANSLATION_MODES) == {"prior-mean", "prior-sample", "posterior-mean"}
+    assert set(TRANSLATION_MODES) == {"prior-mean", "prior-sample", "prior-slots", "posterior-mean"}
     assert set(TRANSLATION_MODES) <= set(str(c) for c in choices)
     for name, cls in TRANSLATION_MODES.items():
         assert cls.name == name and cls.__module__.startswith("fairseq_vrae.generation.translation.")

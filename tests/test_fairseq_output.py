@@ -94,3 +94,14 @@ def test_trained_epochs_are_the_last_finished_and_the_lowest_validation_loss_lat
     (tmp_path / "plain.log").write_text("x | INFO | train | epoch 001 | loss 6\n")
     with pytest.raises(fo.FairseqOutputError, match="no end-of-epoch train record"):
         fo.trained_epochs(str(tmp_path / "plain.log"))
+
+
+def test_the_learning_rate_an_epoch_ended_at_is_its_train_record_s(tmp_path):
+    log = tmp_path / "train.log"
+    records = [("train_inner", {"epoch": 2, "lr": "0.0009"}), ("train", {"epoch": 1, "train_lr": "0.0005"}),
+               ("train", {"epoch": 2, "train_lr": "0.000423"}), ("valid", {"epoch": 2, "valid_loss": "4"})]
+    log.write_text("".join(f"x | INFO | {name} | {json.dumps(record)}\n" for name, record in records))
+    assert fo.epoch_learning_rate(str(log), 2) == 0.000423
+    assert fo.epoch_learning_rate(str(log), 1) == 0.0005
+    with pytest.raises(fo.FairseqOutputError, match="epoch 3"):
+        fo.epoch_learning_rate(str(log), 3)

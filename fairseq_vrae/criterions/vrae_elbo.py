@@ -9,6 +9,7 @@ the mutual information and the active units.
 import contextlib
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +24,7 @@ from omegaconf import II, OmegaConf, open_dict
 
 from ..evaluation import ActiveUnitsMeter, LatentEvaluationConfig, MutualInformationMeter, importance_weighted_evaluation
 from ..models.latent import find_latent_layer
-from ..vae_math import free_bits_kl_to_prior, gaussian_kl, kl_weight, sentence_seeds
+from ..vae_math import free_bits_kl_to_prior, gaussian_kl, kl_weight, sentence_seeds, slot_noise
 from .recipes import RECIPES, recipe_settings
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,13 @@ class VRAEELBOConfig(LatentEvaluationConfig):
     prior_draw_weight: float = field(
         default=1.0, metadata={"help": "weight of the best prior draw's reconstruction term (--prior-draws)"}
     )
+    prior_draw_slots: bool = field(
+        default=False,
+        metadata={"help": "--prior-draws K: the draws are the prior's K fixed slots mu(x) + sigma(x) * e_k, "
+                  "the same e_k for every pair and update, so that each slot comes to stand for one kind "
+                  "of translation, like an expert of a mixture (translate with --latent-mode prior-slots); "
+                  "default: fresh draws every update"},
+    )
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
     # fairseq's --sentence-avg: each batch's gradient is its summed loss over its
@@ -146,6 +154,9 @@ class VRAEELBOCriterion(FairseqCriterion):
         if cfg.prior_draws < 0 or cfg.prior_draw_weight < 0:
             raise ValueError(f"--prior-draws and --prior-draw-weight must be >= 0, got {cfg.prior_draws} "
                              f"and {cfg.prior_draw_weight}")
+        if cfg.prior_draw_slots and cfg.prior_draws < 2:
+            raise ValueError(f"--prior-draw-slots trains the best of --prior-draws K slots, which needs K >= 2, "
+                             f"got --prior-draws {cfg.prior_draws}")
         if cfg.iw_samples < 0:
             raise ValueError(f"--iw-samples must be >= 0, got {cfg.iw_samples}")
         if cfg.iw_chunk_tokens < 1:
@@ -242,7 +253,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             if bow is not None:
                 loss = loss + self.cfg.bow_loss_weight * bow
             if self.cfg.prior_draws > 0:
-                draw_smoothed, draw_rec = self.best_prior_draw_loss(
+                draw_smoothed, draw_rec, best = self.best_prior_draw_loss(
                     model, net_input, target, ranking_input=sample["net_input"]["prev_output_tokens"])
                 loss = loss + self.cfg.prior_draw_weight * draw_smoothed
         else:
@@ -267,6 +278,9 @@ class VRAEELBOCriterion(FairseqCriterion):
             logging_output["bow"] = bow.data
         if training and self.cfg.prior_draws > 0:
             logging_output["best_draw"] = draw_rec.data
+            if self.cfg.prior_draw_slots:
+                wins = torch.bincount(best, minlength=self.cfg.prior_draws).tolist()
+                logging_output.update({f"slot{k}_wins": count for k, count in enumerate(wins)})
         if not training:
             # running sums for the active-unit count over the whole split (summable)
             mu = extra["mu"].detach().double()
@@ -289,20 +303,24 @@ class VRAEELBOCriterion(FairseqCriterion):
 
     def best_prior_draw_loss(self, model, net_input, target, ranking_input=None):
         """The reconstruction term (training loss, NLL) of each pair under the best of
-        ``--prior-draws`` draws z = mu + sigma * eps of its prior p(z|x): the draw whose
+        ``--prior-draws`` draws z = mu + sigma * eps of its prior p(z|x) (with
+        ``--prior-draw-slots``, eps = the fixed slot noise e_k, :func:`slot_noise`): the draw whose
         decoder gives the target the highest likelihood, found with the decoder in
         evaluation mode, reading ``ranking_input`` (the decoder input before word dropout;
         default: the training input), without gradient; then decoded again as training
         decodes, with both.  Gradient reaches the decoder and, through
         mu and sigma, the prior network, so draws learn to explain different references
         (multiple-choice learning, Guzman-Rivera et al. 2012; the best-of-many-samples
-        objective of Bhattacharyya et al. 2018)."""
+        objective of Bhattacharyya et al. 2018).  Also returns each pair's best draw."""
         if not getattr(model.encoder, "reads_target", False):
             raise ValueError(f"--prior-draws needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
                              f"whose prior reads the source; {type(model).__name__} has none")
         source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
         mu, std = source["prior_mu"].float(), torch.exp(0.5 * source["prior_logvar"].float())
-        noise = torch.randn((self.cfg.prior_draws,) + tuple(mu.shape), device=mu.device)
+        if self.cfg.prior_draw_slots:
+            noise = slot_noise(self.cfg.prior_draws, mu.size(-1)).to(mu.device)[:, None, :].expand(-1, mu.size(0), -1)
+        else:
+            noise = torch.randn((self.cfg.prior_draws,) + tuple(mu.shape), device=mu.device)
         prev = net_input["prev_output_tokens"]
         ranking_input = prev if ranking_input is None else ranking_input
         pad = target.eq(self.padding_idx)
@@ -323,7 +341,7 @@ class VRAEELBOCriterion(FairseqCriterion):
             model.decoder.train(decoder_was_training)
         best = nll.argmin(dim=1)
         winners = noise[best, torch.arange(mu.size(0), device=mu.device)]
-        return self.reconstruction(decode(prev, winners), target, training=True)
+        return (*self.reconstruction(decode(prev, winners), target, training=True), best)
 
     def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's
@@ -383,6 +401,10 @@ class VRAEELBOCriterion(FairseqCriterion):
             metrics.log_scalar("bow", total("bow") / nsentences, nsentences, round=3)
         if any("best_draw" in log for log in logging_outputs):
             metrics.log_scalar("best_draw", total("best_draw") / nsentences, nsentences, round=3)
+        wins = [total(key) for key in sorted({k for log in logging_outputs for k in log if SLOT_WINS.fullmatch(k)},
+                                             key=lambda k: int(SLOT_WINS.fullmatch(k).group(1)))]
+        if sum(wins) > 0:
+            metrics.log_scalar("slots_used", slots_used(wins), sum(wins), round=2)
         metrics.log_scalar("elbo", (rec + kl) / nsentences, nsentences, round=3)
         metrics.log_scalar("kl_weight", total("kl_weight") / nsentences, nsentences, round=4)
         metrics.log_scalar("_elbo_per_token", (rec + kl) / ntokens, ntokens)
@@ -424,6 +446,17 @@ class VRAEELBOCriterion(FairseqCriterion):
         """Not with --iw-samples: MI needs every posterior, so workers gather their
         logging outputs instead of summing them."""
         return self.cfg.iw_samples == 0
+
+
+SLOT_WINS = re.compile(r"slot(\d+)_wins")
+
+
+def slots_used(wins) -> float:
+    """exp(entropy) of the share of pairs each slot won (--prior-draw-slots): K when the
+    slots win equally often, 1 when one slot wins every pair."""
+    total = float(sum(wins))
+    shares = [w / total for w in wins if w > 0]
+    return math.exp(-sum(p * math.log(p) for p in shares))
 
 
 def decorrelate_workers() -> None:

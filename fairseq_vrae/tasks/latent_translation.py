@@ -8,6 +8,8 @@ Every option of ``--task translation`` keeps its meaning.  Added:
 * ``--latent-mode prior-sample --samples-per-source K``: K draws of p(z|x) per source,
   each fixed by (``--seed``, sentence id, k), each decoded with the user's search and
   printed as K x ``--nbest`` hypotheses of that source;
+* ``--latent-mode prior-slots --samples-per-source K``: the K fixed slots of p(z|x), the
+  same points of every source's prior, for a model trained with ``--prior-draw-slots``;
 * ``--latent-mode posterior-mean``: z = the mean of q(z|x, y), read from the reference
   translation (fairseq-generate on binarized pairs only), to show what z carries.
 
@@ -44,16 +46,17 @@ class LatentTranslationConfig(TranslationConfig):
     latent_mode: LATENT_MODES = field(
         default="prior-mean",
         metadata={"help": "generation: which z to translate with: the mean of p(z|x), draws "
-                  "from p(z|x), or the mean of q(z|x, y) (needs the reference)"},
+                  "from p(z|x), its fixed slots (--prior-draw-slots), or the mean of q(z|x, y) "
+                  "(needs the reference)"},
     )
     samples_per_source: int = field(
         default=1,
-        metadata={"help": "--latent-mode prior-sample: draws of z per source, each decoded "
-                  "with the chosen search (K x --nbest hypotheses per source)"},
+        metadata={"help": "--latent-mode prior-sample/prior-slots: draws (slots) of z per source, each "
+                  "decoded with the chosen search (K x --nbest hypotheses per source)"},
     )
     prior_temperature: float = field(
         default=1.0,
-        metadata={"help": "--latent-mode prior-sample: scale of p(z|x)'s standard deviation (0 draws its "
+        metadata={"help": "--latent-mode prior-sample/prior-slots: scale of p(z|x)'s standard deviation (0 draws its "
                   "mean every time; above 1, draws farther from it: more diverse translations)"},
     )
     seed: int = II("common.seed")
@@ -65,10 +68,11 @@ class LatentTranslationTask(TranslationTask):
 
     def __init__(self, cfg: LatentTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        if cfg.samples_per_source > 1 and cfg.latent_mode != "prior-sample":
+        if cfg.samples_per_source > 1 and "samples_per_source" not in TRANSLATION_MODES[cfg.latent_mode].options:
+            several = [name for name, mode in TRANSLATION_MODES.items() if "samples_per_source" in mode.options]
             raise ValueError(
                 f"--samples-per-source {cfg.samples_per_source} draws several codes per source, "
-                f"which needs --latent-mode prior-sample (--latent-mode {cfg.latent_mode} gives one)"
+                f"which needs --latent-mode {' or '.join(several)} (--latent-mode {cfg.latent_mode} gives one)"
             )
         self._mode = TRANSLATION_MODES[cfg.latent_mode](self)  # a mode checks its options when it is made
         self.skipped_inputs = 0

@@ -35,6 +35,10 @@ class PriorSample(TranslationMode):
             args.nbest = base * samples
             self._nbest = base
 
+    def draw_seeds(self, ids, samples: int):
+        """The seed of each (source, draw), id-major: draw k of a source is its own."""
+        return sentence_seeds(self.cfg.seed, ids, samples)
+
     def decode(self, generator, models, sample, prefix_tokens=None, constraints=None):
         samples = self.cfg.samples_per_source
         net_input = sample["net_input"]
@@ -50,7 +54,7 @@ class PriorSample(TranslationMode):
             return value
 
         expanded = {key: repeat(value) for key, value in net_input.items() if key != "prev_output_tokens"}
-        expanded["latent_seeds"] = sentence_seeds(self.cfg.seed, ids, samples)
+        expanded["latent_seeds"] = self.draw_seeds(ids, samples)
         expanded["latent_temperature"] = self.temperature
         hypotheses = super().decode(
             generator, models, {"id": ids.repeat_interleave(samples), "net_input": expanded},
