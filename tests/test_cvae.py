@@ -365,6 +365,30 @@ def test_the_prior_slots_are_the_same_points_of_every_prior_and_the_ones_trainin
         VRAEELBOCriterion(cfg, criterion.task)
 
 
+@pytest.mark.parametrize("arch, injection", [("cvae_transformer", "output"), ("cvae_lstm", "output"),
+                                             ("cvae_transformer", "embedding+output")])
+def test_the_scores_under_several_codes_are_those_of_one_decoder_call_per_code(tmp_path, arch, injection):
+    """logits_for_codes (the ranking of --prior-draws), which runs the network once when z
+    only shifts the output layer's input, gives what a decoder call with each code gives."""
+    _, model, _, batch = build(arch, tmp_path, ["--latent-injection", injection])
+    torch.manual_seed(0)
+    for projection in (model.decoder.latent_to_output, getattr(model.decoder, "latent_to_embedding", None)):
+        if projection is not None:
+            torch.nn.init.normal_(projection.weight)
+    model.eval()
+    net_input = batch["net_input"]
+    with torch.no_grad():
+        source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        codes = torch.randn(3, *source["z"].shape)
+        together = model.decoder.logits_for_codes(net_input["prev_output_tokens"], source, codes)
+        one_by_one = [model.decoder(net_input["prev_output_tokens"], encoder_out=dict(source, z=z))[0] for z in codes]
+    assert len(together) == 3
+    for a, b in zip(together, one_by_one):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(one_by_one[0], one_by_one[1], atol=1e-3)  # the codes change the scores
+    assert model.decoder._captured_features is None and model.decoder.output_shift is None
+
+
 def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path):
     """DDP without --find-unused-parameters needs every parameter in the graph."""
     task, model, plain, batch = build("cvae_transformer", tmp_path)

@@ -332,10 +332,10 @@ class VRAEELBOCriterion(FairseqCriterion):
         model.decoder.eval()
         try:
             with torch.no_grad():
+                codes = (mu.unsqueeze(0) + std.unsqueeze(0) * noise).to(source["z"].dtype)
                 nll = torch.stack([
-                    F.cross_entropy(decode(ranking_input, eps).float().transpose(1, 2), target, reduction="none")
-                    .masked_fill(pad, 0.0).sum(1)
-                    for eps in noise
+                    F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none").masked_fill(pad, 0.0).sum(1)
+                    for logits in model.decoder.logits_for_codes(ranking_input, source, codes)
                 ], dim=1)  # sentences x draws
         finally:
             model.decoder.train(decoder_was_training)
