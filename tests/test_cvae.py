@@ -386,7 +386,35 @@ def test_the_scores_under_several_codes_are_those_of_one_decoder_call_per_code(t
     for a, b in zip(together, one_by_one):
         assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(one_by_one[0], one_by_one[1], atol=1e-3)  # the codes change the scores
-    assert model.decoder._captured_features is None and model.decoder.output_shift is None
+    assert model.decoder.output_shift is None
+
+
+@pytest.mark.parametrize("arch", ["cvae_transformer", "cvae_lstm"])
+def test_with_z_at_the_output_the_best_draw_term_from_the_training_pass_is_the_term_decoded_anew(tmp_path, arch):
+    """--latent-injection output: the best slot's term computed from the training forward's
+    logits (rescored to the slot's code) equals the one decoded again from a fresh encoding
+    (no dropout here), the same slots win, and its gradient reaches the prior network and
+    the decoder's layers."""
+    _, model, criterion, batch = build(arch, tmp_path, ["--latent-injection", "output", "--prior-draws", "3",
+                                                        "--prior-draw-slots"])
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.decoder.latent_to_output.weight)
+    assert model.decoder.z_only_shifts_output
+    model.train()
+    net_input, target = batch["net_input"], batch["target"]
+    logits, extra = model(**net_input)
+    smoothed, rec, best = criterion.best_prior_draw_loss(model, net_input, target, trained=(logits, extra))
+    again_smoothed, again_rec, again_best = criterion.best_prior_draw_loss(model, net_input, target)
+    assert torch.equal(best, again_best)
+    assert float(rec) == pytest.approx(float(again_rec), rel=1e-5)
+    assert float(smoothed) == pytest.approx(float(again_smoothed), rel=1e-5)
+    model.zero_grad()
+    smoothed.backward()
+    prior = [m for m in model.modules() if isinstance(m, ConditionalGaussianPrior)][0]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
+    assert model.decoder.latent_to_output.weight.grad.abs().sum() > 0
+    body = [p for n, p in model.decoder.named_parameters() if "layers" in n and p.requires_grad]
+    assert body and all(p.grad is not None for p in body)
 
 
 def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path):

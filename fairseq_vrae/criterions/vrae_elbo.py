@@ -254,7 +254,8 @@ class VRAEELBOCriterion(FairseqCriterion):
                 loss = loss + self.cfg.bow_loss_weight * bow
             if self.cfg.prior_draws > 0:
                 draw_smoothed, draw_rec, best = self.best_prior_draw_loss(
-                    model, net_input, target, ranking_input=sample["net_input"]["prev_output_tokens"])
+                    model, net_input, target, ranking_input=sample["net_input"]["prev_output_tokens"],
+                    trained=(logits, extra))
                 loss = loss + self.cfg.prior_draw_weight * draw_smoothed
         else:
             beta = 1.0
@@ -301,7 +302,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         rec = F.cross_entropy(flat_logits, target.reshape(-1), ignore_index=self.padding_idx, reduction="sum")
         return rec, rec
 
-    def best_prior_draw_loss(self, model, net_input, target, ranking_input=None):
+    def best_prior_draw_loss(self, model, net_input, target, ranking_input=None, trained=None):
         """The reconstruction term (training loss, NLL) of each pair under the best of
         ``--prior-draws`` draws z = mu + sigma * eps of its prior p(z|x) (with
         ``--prior-draw-slots``, eps = the fixed slot noise e_k, :func:`slot_noise`): the draw whose
@@ -311,12 +312,25 @@ class VRAEELBOCriterion(FairseqCriterion):
         decodes, with both.  Gradient reaches the decoder and, through
         mu and sigma, the prior network, so draws learn to explain different references
         (multiple-choice learning, Guzman-Rivera et al. 2012; the best-of-many-samples
-        objective of Bhattacharyya et al. 2018).  Also returns each pair's best draw."""
+        objective of Bhattacharyya et al. 2018).  Also returns each pair's best draw.
+
+        ``trained`` is the training forward's (logits, latent contract).  When z only shifts
+        the decoder's output layer (``--latent-injection output``), the prior comes from
+        that contract, the draws are ranked from one decoder pass (``logits_for_codes``) and
+        the best draw's scores are the training logits moved to its code (``rescore``),
+        with that forward's dropout: no second decoder pass with gradient."""
         if not getattr(model.encoder, "reads_target", False):
             raise ValueError(f"--prior-draws needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
                              f"whose prior reads the source; {type(model).__name__} has none")
-        source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
-        mu, std = source["prior_mu"].float(), torch.exp(0.5 * source["prior_logvar"].float())
+        decoder = model.decoder
+        shortcut = trained is not None and decoder.z_only_shifts_output
+        if shortcut:
+            logits, latent = trained
+            with torch.no_grad():  # the source states the ranking pass attends to
+                source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        else:
+            source = latent = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        mu, std = latent["prior_mu"].float(), torch.exp(0.5 * latent["prior_logvar"].float())
         if self.cfg.prior_draw_slots:
             noise = slot_noise(self.cfg.prior_draws, mu.size(-1)).to(mu.device)[:, None, :].expand(-1, mu.size(0), -1)
         else:
@@ -324,24 +338,26 @@ class VRAEELBOCriterion(FairseqCriterion):
         prev = net_input["prev_output_tokens"]
         ranking_input = prev if ranking_input is None else ranking_input
         pad = target.eq(self.padding_idx)
+        dtype = latent["z"].dtype
 
-        def decode(tokens, eps):
-            return model.decoder(tokens, encoder_out=dict(source, z=(mu + std * eps).to(source["z"].dtype)))[0]
-
-        decoder_was_training = model.decoder.training
-        model.decoder.eval()
+        decoder_was_training = decoder.training
+        decoder.eval()
         try:
             with torch.no_grad():
-                codes = (mu.unsqueeze(0) + std.unsqueeze(0) * noise).to(source["z"].dtype)
+                codes = (mu.unsqueeze(0) + std.unsqueeze(0) * noise).to(dtype)
                 nll = torch.stack([
-                    F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none").masked_fill(pad, 0.0).sum(1)
-                    for logits in model.decoder.logits_for_codes(ranking_input, source, codes)
+                    F.cross_entropy(scores.float().transpose(1, 2), target, reduction="none").masked_fill(pad, 0.0).sum(1)
+                    for scores in decoder.logits_for_codes(ranking_input, source, codes)
                 ], dim=1)  # sentences x draws
         finally:
-            model.decoder.train(decoder_was_training)
+            decoder.train(decoder_was_training)
         best = nll.argmin(dim=1)
-        winners = noise[best, torch.arange(mu.size(0), device=mu.device)]
-        return (*self.reconstruction(decode(prev, winners), target, training=True), best)
+        winners = (mu + std * noise[best, torch.arange(mu.size(0), device=mu.device)]).to(dtype)
+        if shortcut:
+            scores = decoder.rescore(logits, latent["z"], winners)
+        else:
+            scores = decoder(prev, encoder_out=dict(source, z=winners))[0]
+        return (*self.reconstruction(scores, target, training=True), best)
 
     def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's

@@ -81,7 +81,6 @@ class LatentPathsMixin:
     #: parameters through which z reaches the decoder (none of them in an LM or a translation model)
     latent_parameter_prefixes = ("latent_to_embedding.", "latent_to_memory.", "latent_to_output.", "bag_of_words.")
     output_shift: Optional[Tensor] = None
-    _captured_features: Optional[list] = None
 
     def add_latent_paths(self, latent_dim: int, injection: str, embed_dim: int, memory_dim: int,
                          bow_dim: Optional[int] = None, bow_head: str = "shared", vocab_size: int = 0,
@@ -122,28 +121,37 @@ class LatentPathsMixin:
         """The output layer's input states (batch x time x dim) plus z's output shift, while
         :meth:`embeddings_shifted_by` runs (outside it, e.g. the bag-of-words head's
         call of the output layer, unchanged)."""
-        if self._captured_features is not None:
-            self._captured_features.append(features)
         if self.output_shift is None:
             return features
         return features + self.output_shift.to(features.dtype).unsqueeze(1)
 
+    @property
+    def z_only_shifts_output(self) -> bool:
+        """Whether z reaches this decoder only through the output shift, into an affine
+        output layer (no adaptive softmax): its scores under another code are then those
+        under one code plus the output layer's map of the difference (:meth:`rescore`)."""
+        return (getattr(self, "latent_to_output", None) is not None
+                and getattr(self, "latent_to_embedding", None) is None
+                and getattr(self, "latent_to_memory", None) is None
+                and getattr(self, "adaptive_softmax", None) is None)
+
+    def rescore(self, logits: Tensor, z_from: Tensor, z_to: Tensor) -> Tensor:
+        """The scores (batch x time x vocabulary) the decoder gives with code ``z_to`` from
+        the ``logits`` it gave with ``z_from``, when :attr:`z_only_shifts_output`: the output
+        layer is affine, so moving its input by the difference of the two shifts moves its
+        output by the layer's linear map of that difference, the same at every position."""
+        shifts = self.latent_to_output(torch.stack([z_from, z_to]).to(logits.dtype))  # 2 x batch x dim
+        moved = self.output_layer(shifts.unsqueeze(2))  # 2 x batch x 1 x vocabulary
+        return logits + (moved[1] - moved[0])
+
     def logits_for_codes(self, prev_output_tokens: Tensor, encoder_out: Dict, codes: Tensor) -> List[Tensor]:
         """The decoder's scores (batch x time x vocabulary) under each code of ``codes``
-        (draws x batch x latent_dim), in place of ``encoder_out``'s z.  When z reaches the
-        decoder only through the output shift, the network runs once and only the output
-        layer runs per code; otherwise the decoder runs per code."""
-        if getattr(self, "latent_to_embedding", None) is not None or getattr(self, "latent_to_memory", None) is not None \
-                or getattr(self, "latent_to_output", None) is None:
+        (draws x batch x latent_dim), in place of ``encoder_out``'s z: the network runs once
+        when :attr:`z_only_shifts_output` (:meth:`rescore` gives the others), else once per code."""
+        if not self.z_only_shifts_output:
             return [self(prev_output_tokens, encoder_out=dict(encoder_out, z=z))[0] for z in codes]
-        self._captured_features = []
-        try:
-            first = self(prev_output_tokens, encoder_out=dict(encoder_out, z=codes[0]))[0]
-            (features,) = self._captured_features
-        finally:
-            self._captured_features = None
-        return [first] + [self.output_layer(features + self.latent_to_output(z).to(features.dtype).unsqueeze(1))
-                          for z in codes[1:]]
+        first = self(prev_output_tokens, encoder_out=dict(encoder_out, z=codes[0]))[0]
+        return [first] + [self.rescore(first, codes[0], z) for z in codes[1:]]
 
     def latent_memory(self, z: Tensor, like: Tensor) -> Tensor:
         """z's memory position, ``1 x batch x dim`` in the dtype of the states ``like``."""
