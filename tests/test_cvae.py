@@ -641,6 +641,13 @@ def test_each_prior_slot_learns_one_of_the_two_translations_of_a_source(tmp_path
     assert covered >= 0.75, slots
     assert both_ways("prior-slots", "--seed", "11")[0] == slots  # the slots do not depend on the seed
     assert both_ways("prior-sample")[1] < covered - 0.2
+    import fairseq_vrae  # noqa: F401  (registers the models)
+
+    hub = CVAETransformerModel.from_pretrained(save_dir, "checkpoint_last.pt", data, latent_mode="prior-slots",
+                                               samples_per_source=2)
+    hub.eval()
+    hypotheses = hub.generate([hub.encode(test[0][0])], beam=4)[0]
+    assert [hub.decode(h["tokens"]) for h in hypotheses] == slots[0]
 
 
 def test_every_translation_mode_is_a_registered_file_offered_by_latent_mode():
