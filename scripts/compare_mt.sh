@@ -22,11 +22,10 @@
 # as many epochs as the transformer ran; the CVAE starts from the transformer's best
 # (--load-pretrained-encoder-from/--load-pretrained-decoder-from, with --latent-injection output
 # unless CVAE_FLAGS sets another; docs/translation.md)
-# and is fine-tuned for CVAE_EPOCHS (5) more at a fixed learning rate after CVAE_WARMUP (50)
-# updates of warm-up: CVAE_LR, by default the rate the transformer's best epoch ended at, so
-# the CVAE carries on where the transformer's schedule was (CVAE_SCHEDULE=restart gives the
-# older fine-tuning instead: the transformer's inverse-square-root schedule restarted, with
-# CVAE_LR 0.0005 as its peak).  A CVAE trained with --prior-draw-slots has its draws
+# and is fine-tuned for CVAE_EPOCHS (5) more with the transformer's inverse-square-root
+# schedule restarted, CVAE_LR (0.0005) as its peak (CVAE_SCHEDULE=restart); with
+# CVAE_SCHEDULE=carry-on, at a fixed rate after CVAE_WARMUP (50) updates of warm-up: CVAE_LR,
+# by default the rate the transformer's best epoch ended at.  A CVAE trained with --prior-draw-slots has its draws
 # decoded with --latent-mode prior-slots (its K fixed slots), else prior-sample.  SYSTEMS=continued is the
 # transformer's own baseline at the CVAE's epochs: its last checkpoint (optimizer and
 # schedule included) trained CVAE_EPOCHS more, scored like the transformer, for when the
@@ -49,7 +48,7 @@ HEADS="${HEADS:-4}"; MAX_TOKENS="${MAX_TOKENS:-4096}"; LR="${LR:-0.001}"; WARMUP
 DROPOUT="${DROPOUT:-0.3}"; SEED="${SEED:-1}"; SYSTEMS="${SYSTEMS:-transformer moe cvae}"
 IW_SAMPLES="${IW_SAMPLES:-20}"; BUDGET="${BUDGET:-epochs}"; PATIENCE="${PATIENCE:-3}"
 MAX_EPOCH="${MAX_EPOCH:-60}"; CVAE_EPOCHS="${CVAE_EPOCHS:-5}"; CVAE_LR="${CVAE_LR:-}"
-CVAE_WARMUP="${CVAE_WARMUP:-50}"; CVAE_SCHEDULE="${CVAE_SCHEDULE:-carry-on}"
+CVAE_WARMUP="${CVAE_WARMUP:-50}"; CVAE_SCHEDULE="${CVAE_SCHEDULE:-restart}"
 case "$CVAE_SCHEDULE" in carry-on|restart) ;; *) echo "CVAE_SCHEDULE must be carry-on or restart, got '$CVAE_SCHEDULE'" >&2; exit 2 ;; esac
 case "$BUDGET" in epochs|converge) ;; *) echo "BUDGET must be epochs or converge, got '$BUDGET'" >&2; exit 2 ;; esac
 TOPK="${TOPK:-3 10}"; TOPP="${TOPP:-0.9}"; TEMPERATURES="${TEMPERATURES:-0.5 1 1.5 2}"
