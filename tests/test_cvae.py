@@ -417,6 +417,52 @@ def test_with_z_at_the_output_the_best_draw_term_from_the_training_pass_is_the_t
     assert body and all(p.grad is not None for p in body)
 
 
+@pytest.mark.parametrize("injection", ["output", "both"])
+def test_the_prior_mean_term_is_the_likelihood_of_the_target_at_the_prior_mean_and_trains_it(injection, tmp_path):
+    """--prior-mean-weight 2: the loss grows by twice the label-smoothed term of the target
+    decoded with z = mu(x) (the code --latent-mode prior-mean translates with); the logged
+    prior_mean_rec is that decode's NLL, recomputed here with the decoder run anew (so the
+    output-layer shortcut of --latent-injection output is checked against a real decode),
+    and the term alone sends gradient into the prior's mean."""
+    import torch.nn.functional as F
+
+    task, model, criterion, batch = build("cvae_transformer", tmp_path,
+                                          ["--latent-injection", injection, "--prior-mean-weight", "2"])
+    torch.manual_seed(0)
+    for name, weight in model.decoder.named_parameters():
+        if name.startswith("latent_to_") and name.endswith("weight"):
+            torch.nn.init.normal_(weight)
+    assert model.decoder.z_only_shifts_output == (injection == "output")
+    cfg = copy.deepcopy(criterion.cfg)
+    cfg.prior_mean_weight = 0.0
+    without = VRAEELBOCriterion(cfg, task)
+    model.train()
+    net_input, target = batch["net_input"], batch["target"]
+    torch.manual_seed(3)
+    loss, _, log = criterion(model, batch)
+    torch.manual_seed(3)
+    plain, _, plain_log = without(model, batch)
+    assert "prior_mean_rec" not in plain_log
+    with torch.no_grad():
+        source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        logits = model.decoder(net_input["prev_output_tokens"], encoder_out=dict(source, z=source["prior_mu"]))[0]
+        lprobs = F.log_softmax(logits.float(), dim=-1)
+        keep = target.ne(criterion.padding_idx)
+        nll = -(lprobs.gather(2, target.unsqueeze(-1)).squeeze(-1) * keep).sum()
+        smooth = -(lprobs.sum(-1) * keep).sum()
+        eps = criterion.cfg.label_smoothing
+        smoothed = (1 - eps - eps / (lprobs.size(-1) - 1)) * nll + eps / (lprobs.size(-1) - 1) * smooth
+    assert float(log["prior_mean_rec"]) == pytest.approx(float(nll), rel=1e-4)
+    assert float((loss - plain).detach()) == pytest.approx(2 * float(smoothed), rel=1e-4)
+    model.zero_grad()
+    term, _ = criterion.prior_mean_loss(model, net_input, target)
+    term.backward()
+    prior = [m for m in model.modules() if isinstance(m, ConditionalGaussianPrior)][0]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
+    with pytest.raises(ValueError, match="--prior-mean-weight must be >= 0"):
+        VRAEELBOCriterion(copy.deepcopy(cfg).__class__(**{**vars(cfg), "prior_mean_weight": -1.0}), task)
+
+
 def test_without_the_bag_of_words_loss_its_head_is_still_in_every_step(tmp_path):
     """DDP without --find-unused-parameters needs every parameter in the graph."""
     task, model, plain, batch = build("cvae_transformer", tmp_path)

@@ -107,6 +107,12 @@ class VRAEELBOConfig(LatentEvaluationConfig):
                   "of translation, like an expert of a mixture (translate with --latent-mode prior-slots); "
                   "default: fresh draws every update"},
     )
+    prior_mean_weight: float = field(
+        default=0.0,
+        metadata={"help": "training only: weight of a reconstruction term with z at the prior's mean mu(x), "
+                  "the code --latent-mode prior-mean translates with, so that the single best translation "
+                  "is trained as the translation model's own is; conditional VAEs only; 0 = off"},
+    )
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
     # fairseq's --sentence-avg: each batch's gradient is its summed loss over its
@@ -154,6 +160,8 @@ class VRAEELBOCriterion(FairseqCriterion):
         if cfg.prior_draws < 0 or cfg.prior_draw_weight < 0:
             raise ValueError(f"--prior-draws and --prior-draw-weight must be >= 0, got {cfg.prior_draws} "
                              f"and {cfg.prior_draw_weight}")
+        if cfg.prior_mean_weight < 0:
+            raise ValueError(f"--prior-mean-weight must be >= 0, got {cfg.prior_mean_weight}")
         if cfg.prior_draw_slots and cfg.prior_draws < 2:
             raise ValueError(f"--prior-draw-slots trains the best of --prior-draws K slots, which needs K >= 2, "
                              f"got --prior-draws {cfg.prior_draws}")
@@ -257,6 +265,9 @@ class VRAEELBOCriterion(FairseqCriterion):
                     model, net_input, target, ranking_input=sample["net_input"]["prev_output_tokens"],
                     trained=(logits, extra))
                 loss = loss + self.cfg.prior_draw_weight * draw_smoothed
+            if self.cfg.prior_mean_weight > 0:
+                mean_smoothed, mean_rec = self.prior_mean_loss(model, net_input, target, trained=(logits, extra))
+                loss = loss + self.cfg.prior_mean_weight * mean_smoothed
         else:
             beta = 1.0
             loss = rec + kl
@@ -282,6 +293,8 @@ class VRAEELBOCriterion(FairseqCriterion):
             if self.cfg.prior_draw_slots:
                 wins = torch.bincount(best, minlength=self.cfg.prior_draws).tolist()
                 logging_output.update({f"slot{k}_wins": count for k, count in enumerate(wins)})
+        if training and self.cfg.prior_mean_weight > 0:
+            logging_output["prior_mean_rec"] = mean_rec.data
         if not training:
             # running sums for the active-unit count over the whole split (summable)
             mu = extra["mu"].detach().double()
@@ -359,6 +372,25 @@ class VRAEELBOCriterion(FairseqCriterion):
             scores = decoder(prev, encoder_out=dict(source, z=winners))[0]
         return (*self.reconstruction(scores, target, training=True), best)
 
+    def prior_mean_loss(self, model, net_input, target, trained=None):
+        """The reconstruction term (training loss, NLL) of the target with z at the prior's
+        mean mu(x) (``--prior-mean-weight``), decoded as training decodes; gradient reaches the
+        decoder and the prior's mean.  ``trained`` is the training forward's (logits, latent
+        contract): when z only shifts the decoder's output layer its logits are moved to mu
+        (``rescore``), with that forward's dropout, and no decoder pass is added."""
+        if not getattr(model.encoder, "reads_target", False):
+            raise ValueError(f"--prior-mean-weight needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
+                             f"whose prior reads the source; {type(model).__name__} has none")
+        decoder = model.decoder
+        if trained is not None and decoder.z_only_shifts_output:
+            logits, latent = trained
+            scores = decoder.rescore(logits, latent["z"], latent["prior_mu"].to(latent["z"].dtype))
+        else:
+            source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+            scores = decoder(net_input["prev_output_tokens"],
+                             encoder_out=dict(source, z=source["prior_mu"].to(source["z"].dtype)))[0]
+        return self.reconstruction(scores, target, training=True)
+
     def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's
         bag-of-words head: one distribution per sentence, as in Zhao et al. (2017)."""
@@ -417,6 +449,8 @@ class VRAEELBOCriterion(FairseqCriterion):
             metrics.log_scalar("bow", total("bow") / nsentences, nsentences, round=3)
         if any("best_draw" in log for log in logging_outputs):
             metrics.log_scalar("best_draw", total("best_draw") / nsentences, nsentences, round=3)
+        if any("prior_mean_rec" in log for log in logging_outputs):
+            metrics.log_scalar("prior_mean_rec", total("prior_mean_rec") / nsentences, nsentences, round=3)
         wins = [total(key) for key in sorted({k for log in logging_outputs for k in log if SLOT_WINS.fullmatch(k)},
                                              key=lambda k: int(SLOT_WINS.fullmatch(k).group(1)))]
         if sum(wins) > 0:
