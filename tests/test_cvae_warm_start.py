@@ -85,3 +85,97 @@ def test_cvae_warm_start_refusals_name_the_fix(translation_models):
                                          "--load-pretrained-decoder-from", base])
     with pytest.raises(ValueError, match=r"is a 'transformer' checkpoint; --arch cvae_lstm starts from fairseq's LSTMModel"):
         build(data, "cvae_lstm", ["--latent-injection", "embedding", "--load-pretrained-encoder-from", base])
+
+
+def setup_training(data, base, extra):
+    from fairseq import optim, options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    argv = cvae_train_args(data, "/nonexistent", "cvae_transformer", extra=[
+        "--task", "latent_translation", "--latent-injection", "output", "--load-pretrained-encoder-from", base,
+        "--load-pretrained-decoder-from", base, *extra])
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    optimizer = optim.build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+    task.load_dataset("train")
+    batch = task.dataset("train").collater([task.dataset("train")[i] for i in range(8)])
+    return task, model, criterion, optimizer, batch
+
+
+def test_warm_start_optimizer_gives_each_shared_parameter_the_translation_models_adam_state(translation_models):
+    """--warm-start-optimizer: before the first update, every parameter the CVAE took from the
+    transformer holds the Adam state that fairseq's own loading gives that parameter of the
+    transformer (its moments and step count); z's own parameters hold none.  A run that
+    resumes (update > 0) carries nothing: its checkpoint has its own state."""
+    import torch
+    from fairseq import checkpoint_utils, optim
+
+    data, checkpoints, _ = translation_models
+    base = checkpoints["cvae_transformer"]
+    models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([base])
+    reference = optim.build_optimizer(cfg.optimizer, list(models[0].parameters()))
+    reference.load_state_dict(checkpoint_utils.load_checkpoint_to_cpu(base)["last_optimizer_state"])
+    # (fairseq's transformer layers also hold copies of their weights for a fused inference path,
+    # which get no gradient and so no state)
+    expected = {name: reference.optimizer.state[p] for name, p in models[0].named_parameters()
+                if reference.optimizer.state[p]}
+    assert len(expected) > 20 and all(state["step"] == 60 for state in expected.values())
+
+    task, model, criterion, optimizer, batch = setup_training(data, base, ["--warm-start-optimizer"])
+    model.train()
+    task.train_step(batch, model, criterion, optimizer, update_num=0)
+    sides = {"encoder": model.encoder.source_network, "decoder": model.decoder}
+    carried = set()
+    for name, state in expected.items():
+        side, rest = name.split(".", 1)
+        param = sides[side].get_parameter(rest)
+        ours = optimizer.optimizer.state[param]
+        assert ours["step"] == state["step"]
+        assert torch.equal(ours["exp_avg"], state["exp_avg"]) and torch.equal(ours["exp_avg_sq"], state["exp_avg_sq"])
+        carried.add(id(param))
+    fresh = [p for p in model.parameters() if id(p) not in carried]
+    assert len(fresh) > 0 and all(len(optimizer.optimizer.state[p]) == 0 for p in fresh)
+    assert len([p for p in model.parameters() if optimizer.optimizer.state[p]]) == len(expected)
+
+    task, model, criterion, optimizer, batch = setup_training(data, base, ["--warm-start-optimizer"])
+    task.train_step(batch, model, criterion, optimizer, update_num=5)
+    assert all(len(optimizer.optimizer.state[p]) == 0 for p in model.parameters())
+
+
+def test_warm_start_optimizer_refusals_name_the_fix(translation_models, tmp_path):
+    data, checkpoints, _ = translation_models
+    base = checkpoints["cvae_transformer"]
+    with pytest.raises(ValueError, match=r"--warm-start-optimizer carries .* --load-pretrained-encoder-from"):
+        build(data, "cvae_transformer", ["--task", "latent_translation", "--latent-injection", "output",
+                                         "--warm-start-optimizer"])
+    task, model, criterion, optimizer, batch = setup_training(data, base, ["--warm-start-optimizer", "--optimizer",
+                                                                           "sgd"])
+    with pytest.raises(ValueError, match=r"trained with FairseqAdam, this run uses SGD; give the run the checkpoint's --optimizer"):
+        task.train_step(batch, model, criterion, optimizer, update_num=0)
+    import torch
+    stripped = str(tmp_path / "weights_only.pt")
+    state = torch.load(base, weights_only=False)
+    state["last_optimizer_state"] = None
+    torch.save(state, stripped)
+    task, model, criterion, optimizer, batch = setup_training(data, stripped, ["--warm-start-optimizer"])
+    with pytest.raises(ValueError, match=r"holds no optimizer state .* drop --warm-start-optimizer"):
+        task.train_step(batch, model, criterion, optimizer, update_num=0)
+
+
+def test_fine_tuning_with_warm_start_optimizer_continues_the_translation_models_adam_steps(translation_models):
+    """Through fairseq-train: after 3 updates, each parameter taken from the transformer has
+    taken Adam's 60 + 3 steps, z's own parameters 3."""
+    import torch
+
+    data, checkpoints, root = translation_models
+    base = checkpoints["cvae_transformer"]
+    save = str(root / "carried")
+    helpers.run_train(cvae_train_args(data, save, "cvae_transformer", extra=[
+        "--task", "latent_translation", "--warm-start-optimizer", "--latent-injection", "output",
+        "--load-pretrained-encoder-from", base, "--load-pretrained-decoder-from", base, "--max-update", "3",
+        "--distributed-world-size", "1", "--disable-validation"]))
+    steps = sorted({state["step"] for state in
+                    torch.load(os.path.join(save, "checkpoint_last.pt"), weights_only=False)["last_optimizer_state"]["state"].values()})
+    assert steps == [3, 63]

@@ -7,7 +7,9 @@ checkpoint trained on the same dictionary: word embeddings, layers and output la
 paths into the decoder start at zero, so before the first update the decoder is the
 LM exactly, and its reconstruction term equals the LM's likelihood of the same
 sentences.  Only the weights come from the checkpoint; the optimizer, schedule and
-update count start fresh, as with fairseq's ``--finetune-from-model``.
+update count start fresh, as with fairseq's ``--finetune-from-model`` (a conditional VAE
+from a translation model can also take its optimizer state: ``--warm-start-optimizer``,
+:func:`carry_optimizer_state`).
 
 Anything that would make the decoder differ from the LM is refused with the option to
 set: another dictionary, other sizes, another architecture.
@@ -296,3 +298,53 @@ def load_pretrained_translation(model, args):
         model.decoder.silence_latent_paths()
         logger.info("; ".join(loaded) + "; z's paths into the decoder start at zero")
     return model
+
+
+def carry_optimizer_state(optimizer, model, task, path: str, sides=("encoder", "decoder")) -> int:
+    """Give ``optimizer`` (a fairseq optimizer over ``model``, a conditional VAE warm-started
+    from the translation checkpoint ``path``) that checkpoint's optimizer state (Adam's
+    moments and step counts) for the parameters of ``sides`` the two models share, as
+    resuming the translation model's training would; z's own parameters keep none and
+    start fresh.  The checkpoint's state is indexed by the position of each parameter in
+    its model, so that model is built again from the checkpoint's options to name them.
+    Returns how many parameters got a state."""
+    from fairseq.models import build_model
+
+    state, arch, base_cfg = _read_checkpoint(path, "--warm-start-optimizer")
+    saved = state.get("last_optimizer_state") or {}
+    if not saved.get("state"):
+        raise WarmStartError(f"--warm-start-optimizer: {path} holds no optimizer state (saved with "
+                             f"--no-save-optimizer-state or before any update); drop --warm-start-optimizer")
+    inner = getattr(optimizer, "wrapped_optimizer", optimizer)  # --memory-efficient-fp16 wraps it
+    theirs = (state.get("optimizer_history") or [{}])[-1].get("optimizer_name")
+    if theirs != type(inner).__name__:
+        raise WarmStartError(f"--warm-start-optimizer: {path} was trained with {theirs}, this run uses "
+                             f"{type(inner).__name__}; give the run the checkpoint's --optimizer")
+    own = {id(p) for group in inner.optimizer.param_groups for p in group["params"]}
+    base = [p for p in build_model(base_cfg, task).named_parameters() if p[1].requires_grad]
+    indices = [index for group in saved["param_groups"] for index in group["params"]]
+    if len(indices) != len(base):
+        raise WarmStartError(f"--warm-start-optimizer: {path}'s optimizer state covers {len(indices)} parameters, "
+                             f"its {arch} model has {len(base)}: a state that is not this model's")
+    modules = {"encoder": model.encoder.source_network, "decoder": model.decoder}
+    carried = 0
+    for index, (name, base_param) in zip(indices, base):
+        side, rest = name.split(".", 1)
+        entry = saved["state"].get(index)
+        if side not in sides or entry is None:
+            continue
+        param = modules[side].get_parameter(rest)
+        if id(param) not in own:
+            raise WarmStartError("--warm-start-optimizer needs an optimizer that updates the model's own "
+                                 "parameters: train in fp32 or with --memory-efficient-fp16 (--fp16 keeps a "
+                                 "flat fp32 copy)")
+        shapes = {key: tuple(value.shape) for key, value in entry.items() if torch.is_tensor(value) and value.dim() > 0}
+        if any(shape != tuple(param.shape) or shape != tuple(base_param.shape) for shape in shapes.values()):
+            raise WarmStartError(f"--warm-start-optimizer: {path}'s optimizer state for {name} is {shapes}, "
+                                 f"the parameter {tuple(param.shape)}")
+        inner.optimizer.state[param] = {key: value.to(param.device) if torch.is_tensor(value) and value.dim() > 0 else value
+                                        for key, value in entry.items()}
+        carried += 1
+    logger.info(f"--warm-start-optimizer: the optimizer state of {carried} parameters carried from {path}; "
+                f"z's own parameters start fresh")
+    return carried

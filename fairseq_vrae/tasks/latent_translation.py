@@ -11,7 +11,10 @@ Every option of ``--task translation`` keeps its meaning.  Added:
 * ``--latent-mode prior-slots --samples-per-source K``: the K fixed slots of p(z|x), the
   same points of every source's prior, for a model trained with ``--prior-draw-slots``;
 * ``--latent-mode posterior-mean``: z = the mean of q(z|x, y), read from the reference
-  translation (fairseq-generate on binarized pairs only), to show what z carries.
+  translation (fairseq-generate on binarized pairs only), to show what z carries;
+* in training, ``--warm-start-optimizer``: a CVAE warm-started from a translation
+  checkpoint (``--load-pretrained-encoder-from/--load-pretrained-decoder-from``) also starts
+  its optimizer from that checkpoint's state for the parameters the two share.
 
 Each mode is a file of ``generation/translation/``.
 
@@ -34,7 +37,7 @@ from ..evaluation import LatentEvaluationConfig
 from ..generation.translation import TRANSLATION_MODES, TranslationMode
 from ..inputs import InteractiveLines, interactive_lines, skip_input
 from ..models.cvae import CVAEModelMixin
-from ..models.warm_start import forget_pretrained_paths
+from ..models.warm_start import carry_optimizer_state, forget_pretrained_paths
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,12 @@ class LatentTranslationConfig(TranslationConfig):
         metadata={"help": "--latent-mode prior-sample/prior-slots: scale of p(z|x)'s standard deviation (0 draws its "
                   "mean every time; above 1, draws farther from it: more diverse translations)"},
     )
+    warm_start_optimizer: bool = field(
+        default=False,
+        metadata={"help": "training with --load-pretrained-encoder-from/--load-pretrained-decoder-from: also "
+                  "start the optimizer from that checkpoint's state (Adam's moments and step counts) for the "
+                  "parameters the CVAE shares with it, as resuming its training would; z's own start fresh"},
+    )
     seed: int = II("common.seed")
 
 
@@ -77,6 +86,7 @@ class LatentTranslationTask(TranslationTask):
         self._mode = TRANSLATION_MODES[cfg.latent_mode](self)  # a mode checks its options when it is made
         self.skipped_inputs = 0
         self._interactive_lines_read = 0  # the id fairseq-interactive gives the next line
+        self._optimizer_sources = {}  # --warm-start-optimizer: checkpoint -> the sides loaded from it
 
     @classmethod
     def add_args(cls, parser):
@@ -96,7 +106,28 @@ class LatentTranslationTask(TranslationTask):
             )
         if from_checkpoint:
             forget_pretrained_paths(cfg)
+        elif self.cfg.warm_start_optimizer:
+            for side in ("encoder", "decoder"):
+                path = getattr(cfg, f"load_pretrained_{side}_from", None)
+                if path:
+                    self._optimizer_sources.setdefault(path, []).append(side)
+            if not self._optimizer_sources:
+                raise ValueError("--warm-start-optimizer carries the optimizer state of the checkpoint the CVAE "
+                                 "starts from: name it with --load-pretrained-encoder-from/--load-pretrained-decoder-from")
         return super().build_model(cfg, from_checkpoint)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's step; before the first update of a run from scratch with
+        ``--warm-start-optimizer``, the warm start's optimizer state is carried over (a run
+        resumed from its own checkpoint has its own state)."""
+        if self._optimizer_sources:
+            if update_num == 0:
+                while hasattr(model, "module"):  # distributed wrappers
+                    model = model.module
+                for path, sides in self._optimizer_sources.items():
+                    carry_optimizer_state(optimizer, model, self, path, sides)
+            self._optimizer_sources = {}
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def get_interactive_tokens_and_lengths(self, lines, encode_fn):
         """One buffer of fairseq-interactive's lines -> token ids, marked as such for
