@@ -25,7 +25,8 @@
 # and is fine-tuned for CVAE_EPOCHS (5) more with the transformer's inverse-square-root
 # schedule restarted, CVAE_LR (0.0005) as its peak (CVAE_SCHEDULE=restart); with
 # CVAE_SCHEDULE=carry-on, at a fixed rate after CVAE_WARMUP (50) updates of warm-up: CVAE_LR,
-# by default the rate the transformer's best epoch ended at.  A CVAE trained with --prior-draw-slots has its draws
+# by default the rate the transformer's best epoch ended at (with --warm-start-optimizer in
+# CVAE_FLAGS its Adam state comes along: fine-tuning then carries on as the transformer would).  A CVAE trained with --prior-draw-slots has its draws
 # decoded with --latent-mode prior-slots (its K fixed slots), else prior-sample.  SYSTEMS=continued is the
 # transformer's own baseline at the CVAE's epochs: its last checkpoint (optimizer and
 # schedule included) trained CVAE_EPOCHS more, scored like the transformer, for when the
@@ -176,7 +177,10 @@ for system in $SYSTEMS; do
         FIXED=(--max-epoch "$CVAE_EPOCHS" --disable-validation "${SCHEDULE[@]}" --latent-injection output
           --load-pretrained-encoder-from "$best" --load-pretrained-decoder-from "$best")
       fi
-      train cvae "${COMMON[@]}" "${FIXED[@]}" "${VAE[@]}" --arch cvae_transformer --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
+      # (the last --task wins: latent_translation trains as translation does, and takes
+      # --warm-start-optimizer in CVAE_FLAGS)
+      train cvae "${COMMON[@]}" "${FIXED[@]}" "${VAE[@]}" --task latent_translation --arch cvae_transformer \
+        --criterion vrae_elbo --label-smoothing 0.1 "${CVAE_FLAGS[@]}"
       generate cvae beam5.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode prior-mean
       grep -h "BLEU" "$OUT/cvae/beam5.out" >"$OUT/cvae/test.bleu"
       generate cvae posterior.out --beam 5 "${VAE[@]}" --task latent_translation --latent-mode posterior-mean
