@@ -332,9 +332,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         that contract, the draws are ranked from one decoder pass (``logits_for_codes``) and
         the best draw's scores are the training logits moved to its code (``rescore``),
         with that forward's dropout: no second decoder pass with gradient."""
-        if not getattr(model.encoder, "reads_target", False):
-            raise ValueError(f"--prior-draws needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
-                             f"whose prior reads the source; {type(model).__name__} has none")
+        require_conditional_prior(model, "--prior-draws")
         decoder = model.decoder
         shortcut = trained is not None and decoder.z_only_shifts_output
         if shortcut:
@@ -378,9 +376,7 @@ class VRAEELBOCriterion(FairseqCriterion):
         decoder and the prior's mean.  ``trained`` is the training forward's (logits, latent
         contract): when z only shifts the decoder's output layer its logits are moved to mu
         (``rescore``), with that forward's dropout, and no decoder pass is added."""
-        if not getattr(model.encoder, "reads_target", False):
-            raise ValueError(f"--prior-mean-weight needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
-                             f"whose prior reads the source; {type(model).__name__} has none")
+        require_conditional_prior(model, "--prior-mean-weight")
         decoder = model.decoder
         if trained is not None and decoder.z_only_shifts_output:
             logits, latent = trained
@@ -496,6 +492,14 @@ class VRAEELBOCriterion(FairseqCriterion):
         """Not with --iw-samples: MI needs every posterior, so workers gather their
         logging outputs instead of summing them."""
         return self.cfg.iw_samples == 0
+
+
+def require_conditional_prior(model, option: str) -> None:
+    """Refuse ``option`` (a term decoded from codes of the prior p(z|x)) for a model
+    without a conditional prior."""
+    if not getattr(model.encoder, "reads_target", False):
+        raise ValueError(f"{option} needs a conditional VAE (--arch cvae_transformer or cvae_lstm) "
+                         f"whose prior reads the source; {type(model).__name__} has none")
 
 
 SLOT_WINS = re.compile(r"slot(\d+)_wins")
