@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -324,25 +325,36 @@ def test_the_best_prior_draw_term_is_the_lowest_likelihood_over_the_draws_and_tr
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
 
 
-def test_the_prior_slots_are_the_same_points_of_every_prior_and_the_ones_training_ranks(tmp_path):
-    """--prior-draws 3 --prior-draw-slots: draw k of every pair is mu(x) + sigma(x) * e_k with
-    e_k the N(0, I) draw of the generator seeded 2**62 + k (whatever --seed); the generation
-    path (the encoder's latent_seeds, as --latent-mode prior-slots gives them) makes the same
-    codes, and best_draw is the smallest NLL over them, with the wins per slot logged."""
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_the_prior_slots_are_the_same_points_of_every_prior_and_the_ones_training_ranks(tmp_path, scale):
+    """--prior-draws 3 --prior-draw-slots: draw k of every pair is mu(x) + S * sigma(x) * e_k with
+    e_k the N(0, I) draw of the generator seeded 2**62 + k (whatever --seed) and S the model's
+    --prior-slot-scale; the generation path (the encoder's latent_seeds at the temperature
+    --latent-mode prior-slots gives them at --prior-temperature 1) makes the same codes, and
+    best_draw is the smallest NLL over them, with the wins per slot logged."""
     import torch.nn.functional as F
 
     from fairseq_vrae.criterions.vrae_elbo import VRAEELBOCriterion, slots_used
-    from fairseq_vrae.generation.translation.prior_slots import PriorSlots
+    from fairseq_vrae.generation.translation.prior_slots import PriorSlots, slot_scale
+    from fairseq_vrae.models.cvae import CVAEEncoder
 
-    _, model, criterion, batch = build("cvae_transformer", tmp_path, ["--prior-draws", "3", "--prior-draw-slots"])
+    _, model, criterion, batch = build("cvae_transformer", tmp_path, ["--prior-draws", "3", "--prior-draw-slots",
+                                                                      "--prior-slot-scale", str(scale)])
     net_input, target = batch["net_input"], batch["target"]
     rows = target.size(0)
-    expected_noise = torch.stack([torch.randn(4, generator=torch.Generator().manual_seed(2**62 + k)) for k in range(3)])
+    expected_noise = scale * torch.stack([torch.randn(4, generator=torch.Generator().manual_seed(2**62 + k))
+                                          for k in range(3)])
     seeds = PriorSlots.draw_seeds(None, torch.arange(rows), 3)
+    assert slot_scale([model]) == scale
+    with pytest.raises(ValueError, match="different --prior-slot-scale"):
+        slot_scale([model, SimpleNamespace(encoder=SimpleNamespace(prior_slot_scale=scale + 1))])
+    with pytest.raises(ValueError, match="--prior-slot-scale must be > 0"):
+        CVAEEncoder(model.encoder.dictionary, 4, 4, 4, prior_slot_scale=0.0)
     with torch.no_grad():
         model.eval()
         codes = model.encoder(net_input["src_tokens"].repeat_interleave(3, 0),
-                              src_lengths=net_input["src_lengths"].repeat_interleave(3, 0), latent_seeds=seeds)
+                              src_lengths=net_input["src_lengths"].repeat_interleave(3, 0), latent_seeds=seeds,
+                              latent_temperature=slot_scale([model]))
         noise = (codes["z"] - codes["prior_mu"]) / torch.exp(0.5 * codes["prior_logvar"])
     assert torch.allclose(noise.view(rows, 3, 4), expected_noise.expand(rows, 3, 4), atol=1e-4)
     assert len({tuple(r) for r in codes["prior_mu"].view(rows, 3, 4)[:, 0].tolist()}) > 1  # the sources differ

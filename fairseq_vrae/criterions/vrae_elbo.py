@@ -318,7 +318,8 @@ class VRAEELBOCriterion(FairseqCriterion):
     def best_prior_draw_loss(self, model, net_input, target, ranking_input=None, trained=None):
         """The reconstruction term (training loss, NLL) of each pair under the best of
         ``--prior-draws`` draws z = mu + sigma * eps of its prior p(z|x) (with
-        ``--prior-draw-slots``, eps = the fixed slot noise e_k, :func:`slot_noise`): the draw whose
+        ``--prior-draw-slots``, eps = the fixed slot noise e_k, :func:`slot_noise`, times the
+        model's ``--prior-slot-scale``): the draw whose
         decoder gives the target the highest likelihood, found with the decoder in
         evaluation mode, reading ``ranking_input`` (the decoder input before word dropout;
         default: the training input), without gradient; then decoded again as training
@@ -343,7 +344,8 @@ class VRAEELBOCriterion(FairseqCriterion):
             source = latent = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
         mu, std = latent["prior_mu"].float(), torch.exp(0.5 * latent["prior_logvar"].float())
         if self.cfg.prior_draw_slots:
-            noise = slot_noise(self.cfg.prior_draws, mu.size(-1)).to(mu.device)[:, None, :].expand(-1, mu.size(0), -1)
+            scale = getattr(model.encoder, "prior_slot_scale", 1.0)  # --prior-slot-scale, a model option
+            noise = scale * slot_noise(self.cfg.prior_draws, mu.size(-1)).to(mu.device)[:, None, :].expand(-1, mu.size(0), -1)
         else:
             noise = torch.randn((self.cfg.prior_draws,) + tuple(mu.shape), device=mu.device)
         prev = net_input["prev_output_tokens"]

@@ -46,9 +46,15 @@ class CVAEEncoder(FairseqEncoder):
     reads_target = True
 
     def __init__(self, dictionary, source_dim: int, target_dim: int, latent_dim: int,
-                 prior_hidden_dim: Optional[int] = None, posterior_bn_gamma: float = 0.0):
+                 prior_hidden_dim: Optional[int] = None, posterior_bn_gamma: float = 0.0,
+                 prior_slot_scale: float = 1.0):
         super().__init__(dictionary)
         self.latent_dim = latent_dim
+        if not prior_slot_scale > 0:
+            raise ValueError(f"--prior-slot-scale must be > 0, got {prior_slot_scale}")
+        #: the prior's fixed slots are mu(x) + prior_slot_scale * sigma(x) * e_k (vrae_elbo
+        #: --prior-draw-slots trains them, --latent-mode prior-slots decodes them)
+        self.prior_slot_scale = float(prior_slot_scale)
         prior = ConditionalGaussianPrior(source_dim, latent_dim, prior_hidden_dim)
         self.latent = LatentLayer(source_dim + target_dim, latent_dim, prior=prior,
                                   posterior_bn_gamma=posterior_bn_gamma)
@@ -164,6 +170,10 @@ def add_latent_args(parser) -> None:
                         help="hidden size of the prior network p(z|x) (default: the encoder's size)")
     parser.add_argument("--posterior-bn-gamma", type=float, metavar="G",
                         help="BN-VAE scale of the posterior means (see vrae_lstm); 0 = off (default)")
+    parser.add_argument("--prior-slot-scale", type=float, metavar="S",
+                        help="the prior's fixed slots (vrae_elbo --prior-draw-slots, --latent-mode "
+                             "prior-slots) lie at mu(x) + S * sigma(x) * e_k: S > 1 spreads the slots the "
+                             "decoder trains and translates with (default 1)")
     parser.add_argument("--load-pretrained-encoder-from", metavar="PATH",
                         help="start the source encoder from this fairseq translation checkpoint (transformer "
                              "for cvae_transformer, lstm for cvae_lstm; same dictionaries and sizes)")
@@ -195,3 +205,4 @@ def latent_defaults(args) -> None:
     args.prior_hidden_dim = getattr(args, "prior_hidden_dim", None)
     args.posterior_bn_gamma = getattr(args, "posterior_bn_gamma", None) or 0.0
     args.bow_head = getattr(args, "bow_head", None) or "shared"
+    args.prior_slot_scale = 1.0 if getattr(args, "prior_slot_scale", None) is None else args.prior_slot_scale

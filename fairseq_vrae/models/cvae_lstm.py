@@ -38,7 +38,8 @@ class CVAELSTMEncoder(CVAEEncoder):
         )
         output_units = args.encoder_hidden_size * (2 if args.encoder_bidirectional else 1)
         super().__init__(src_dict, output_units, args.encoder_hidden_size, args.latent_dim,
-                         args.prior_hidden_dim, args.posterior_bn_gamma)
+                         args.prior_hidden_dim, args.posterior_bn_gamma,
+                         args.prior_slot_scale)
         self.lstm = LSTMEncoder(
             src_dict, embed_dim=args.encoder_embed_dim, num_layers=args.encoder_layers,
             bidirectional=args.encoder_bidirectional, pretrained_embed=encoder_embed,

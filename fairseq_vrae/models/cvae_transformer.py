@@ -35,7 +35,8 @@ class CVAETransformerEncoder(CVAEEncoder):
 
     def __init__(self, cfg: TransformerConfig, args, src_dict, tgt_dict, encoder_embed, decoder_embed):
         dim = cfg.encoder.embed_dim
-        super().__init__(src_dict, dim, dim, args.latent_dim, args.prior_hidden_dim, args.posterior_bn_gamma)
+        super().__init__(src_dict, dim, dim, args.latent_dim, args.prior_hidden_dim, args.posterior_bn_gamma,
+                         args.prior_slot_scale)
         self.transformer = TransformerEncoderBase(cfg, src_dict, encoder_embed)
         reader_cfg = copy.deepcopy(cfg)
         reader_cfg.encoder.layers = args.posterior_encoder_layers

@@ -26,6 +26,10 @@ class PriorSample(TranslationMode):
     def temperature(self) -> float:
         return float(getattr(self.cfg, "prior_temperature", 1.0))  # older configs lack it
 
+    def latent_temperature(self, models) -> float:
+        """The scale of sigma(x) the encoder draws with: ``--prior-temperature``."""
+        return self.temperature
+
     def generation_args(self, args) -> None:
         super().generation_args(args)
         samples = self.cfg.samples_per_source
@@ -55,7 +59,7 @@ class PriorSample(TranslationMode):
 
         expanded = {key: repeat(value) for key, value in net_input.items() if key != "prev_output_tokens"}
         expanded["latent_seeds"] = self.draw_seeds(ids, samples)
-        expanded["latent_temperature"] = self.temperature
+        expanded["latent_temperature"] = self.latent_temperature(models)
         hypotheses = super().decode(
             generator, models, {"id": ids.repeat_interleave(samples), "net_input": expanded},
             prefix_tokens=None if prefix_tokens is None else repeat(prefix_tokens),
