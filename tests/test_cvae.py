@@ -675,6 +675,39 @@ def test_pairwise_bleu_falls_as_the_prior_temperature_rises(trained):
     assert by_temperature["0"] > by_temperature["1"] > by_temperature["3"], by_temperature
 
 
+def test_distinct_draws_at_temperature_zero_are_the_prior_means_k_best_list(trained):
+    """Every draw at temperature 0 is the prior's mean, so its beam is the prior-mean
+    beam: plain draws repeat its best hypothesis K times, --distinct-draws walks down it
+    and gives the beam's K-best list; at temperature 1 no source repeats a translation."""
+    data, checkpoint, test = trained
+    flags = ["--task", "latent_translation", "--latent-mode", "prior-sample", "--samples-per-source", "4"]
+    k_best = generate(data, checkpoint, "--task", "latent_translation", "--nbest", "4")
+    plain = generate(data, checkpoint, *flags, "--prior-temperature", "0")
+    assert all(h == [k_best[i][0]] * 4 for i, h in plain.items())
+    distinct = generate(data, checkpoint, *flags, "--prior-temperature", "0", "--distinct-draws")
+    assert distinct == k_best and all(len(set(h)) == 4 for h in distinct.values())
+    drawn = generate(data, checkpoint, *flags, "--distinct-draws")
+    assert sorted(drawn) == list(range(len(test))) and all(len(set(h)) == 4 for h in drawn.values())
+    # a draw keeps its own best unless an earlier draw took it
+    first = generate(data, checkpoint, *flags)
+    assert all(d[0] == f[0] for d, f in zip(drawn.values(), first.values()))
+    assert sum(d != f for d, f in zip(drawn.values(), first.values())) >= 1
+
+
+def distinct_hypotheses(*tokens):
+    return [{"tokens": torch.tensor(t)} for t in tokens]
+
+
+def test_a_draw_short_of_unused_hypotheses_keeps_its_best_and_every_draw_gives_nbest():
+    from fairseq_vrae.generation.translation.prior_sample import distinct_draws
+
+    beams = [distinct_hypotheses([1], [2], [3]), distinct_hypotheses([1], [2], [4]), distinct_hypotheses([2], [1])]
+    kept = [h["tokens"].tolist() for h in distinct_draws(beams, 1)]
+    assert kept == [[1], [2], [2]]  # the third draw's beam holds nothing unused
+    kept = [h["tokens"].tolist() for h in distinct_draws(beams, 2)]
+    assert kept == [[1], [2], [4], [1], [2], [1]]
+
+
 def test_each_prior_slot_learns_one_of_the_two_translations_of_a_source(tmp_path):
     """Trained with the best of two fixed slots (--prior-draws 2 --prior-draw-slots), the two
     slots of most sources translate it the two ways the data does (word for word and through

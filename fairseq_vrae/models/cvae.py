@@ -116,11 +116,13 @@ class CVAEModelMixin:
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
                         data_name_or_path: str = ".", latent_mode: str = "prior-mean",
-                        samples_per_source: int = 1, prior_temperature: float = 1.0, **kwargs):
+                        samples_per_source: int = 1, prior_temperature: float = 1.0,
+                        distinct_draws: bool = False, **kwargs):
         """fairseq's hub interface (``translate``, ``sample``, ``generate``) over the
         ``latent_translation`` task, whichever task the model was trained with: with
         ``latent_mode="prior-sample"`` and ``samples_per_source=K``, ``generate`` returns
-        K x beam hypotheses per source, drawn at ``prior_temperature``."""
+        K x beam hypotheses per source, drawn at ``prior_temperature`` (``distinct_draws``:
+        ``--distinct-draws``)."""
         from fairseq import hub_utils
         from fairseq.tasks import TASK_REGISTRY
         from omegaconf import open_dict
@@ -133,6 +135,7 @@ class CVAEModelMixin:
             cfg.task.latent_mode = latent_mode
             cfg.task.samples_per_source = samples_per_source
             cfg.task.prior_temperature = prior_temperature
+            cfg.task.distinct_draws = distinct_draws
             cfg.task.seed = cfg.common.seed
         # the task by its registered name (the package registers it): models import no task
         latent_task = TASK_REGISTRY["latent_translation"](cfg.task, task.source_dictionary, task.target_dictionary)

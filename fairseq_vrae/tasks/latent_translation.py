@@ -62,6 +62,12 @@ class LatentTranslationConfig(TranslationConfig):
         metadata={"help": "--latent-mode prior-sample/prior-slots: scale of p(z|x)'s standard deviation (0 draws its "
                   "mean every time; above 1, draws farther from it: more diverse translations)"},
     )
+    distinct_draws: bool = field(
+        default=False,
+        metadata={"help": "--latent-mode prior-sample/prior-slots: each draw keeps the best hypotheses of its "
+                  "beam that no earlier draw of the source kept (K x --nbest different translations per "
+                  "source while the beam holds enough; a draw whose beam holds none keeps its best)"},
+    )
     warm_start_optimizer: bool = field(
         default=False,
         metadata={"help": "training with --load-pretrained-encoder-from/--load-pretrained-decoder-from: also "

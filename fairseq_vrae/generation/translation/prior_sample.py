@@ -1,6 +1,7 @@
 """K draws of p(z|x) per source (``--samples-per-source``), each fixed by (--seed,
 sentence id, k) and drawn at ``--prior-temperature``, each decoded with the user's
-search: K x ``--nbest`` hypotheses per source, draw by draw."""
+search: K x ``--nbest`` hypotheses per source, draw by draw (``--distinct-draws``: none
+repeated while the beams hold enough)."""
 
 import torch
 
@@ -10,7 +11,7 @@ from .base import TranslationMode, register_translation_mode
 
 @register_translation_mode("prior-sample")
 class PriorSample(TranslationMode):
-    options = ("samples_per_source", "prior_temperature", "seed")
+    options = ("samples_per_source", "prior_temperature", "seed", "distinct_draws")
     input_keys = ("latent_seeds", "latent_temperature")
 
     def __init__(self, task, **options):
@@ -66,7 +67,23 @@ class PriorSample(TranslationMode):
             constraints=None if constraints is None else repeat(constraints),
         )
         keep = self._nbest if samples > 1 else None
-        return [
-            [hypo for k in range(samples) for hypo in hypotheses[b * samples + k][:keep]]
-            for b in range(batch_size)
-        ]
+        if not getattr(self.cfg, "distinct_draws", False):  # older configs lack it
+            return [
+                [hypo for k in range(samples) for hypo in hypotheses[b * samples + k][:keep]]
+                for b in range(batch_size)
+            ]
+        return [distinct_draws([hypotheses[b * samples + k] for k in range(samples)], keep or 1)
+                for b in range(batch_size)]
+
+
+def distinct_draws(beams, keep: int):
+    """``--distinct-draws``: draw by draw, the ``keep`` best hypotheses of its beam whose
+    tokens no earlier draw of the source kept; a draw short of unused hypotheses fills up
+    with its best ones, so that every draw still gives ``keep``."""
+    taken, kept = set(), []
+    for beam in beams:
+        fresh = [hypo for hypo in beam if tuple(hypo["tokens"].tolist()) not in taken][:keep]
+        fresh += [hypo for hypo in beam if all(hypo is not f for f in fresh)][:keep - len(fresh)]
+        taken.update(tuple(hypo["tokens"].tolist()) for hypo in fresh)
+        kept.extend(fresh)
+    return kept

@@ -22,7 +22,7 @@ def slot_scale(models) -> float:
 
 @register_translation_mode("prior-slots")
 class PriorSlots(PriorSample):
-    options = ("samples_per_source", "prior_temperature")
+    options = ("samples_per_source", "prior_temperature", "distinct_draws")
 
     def draw_seeds(self, ids, samples: int):
         return slot_seeds(samples).repeat(len(ids))
