@@ -152,6 +152,13 @@ def test_interactive_and_hub_give_k_samples_per_source(trained):
     drawn = [frozen.decode(h["tokens"]) for h in frozen.generate([tokens[0]], beam=2)[0]]
     assert drawn == [line.split("\t")[2] for line in cold.splitlines() if line.startswith("H-")]
     assert drawn == mean.translate([sources[0]], beam=2) * 3
+    # --distinct-draws in the hub: at temperature 0, the prior-mean beam's K-best list
+    apart = CVAETransformerModel.from_pretrained(os.path.dirname(checkpoint), "checkpoint_last.pt", data,
+                                                 latent_mode="prior-sample", samples_per_source=3,
+                                                 prior_temperature=0, distinct_draws=True)
+    apart.eval()
+    k_best = [mean.decode(h["tokens"]) for h in mean.generate([tokens[0]], beam=3)[0]]
+    assert [apart.decode(h["tokens"]) for h in apart.generate([tokens[0]], beam=3)[0]] == k_best
 
 
 def interactive_translations(out):
