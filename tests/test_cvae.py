@@ -384,6 +384,43 @@ def test_the_prior_slots_are_the_same_points_of_every_prior_and_the_ones_trainin
         VRAEELBOCriterion(cfg, criterion.task)
 
 
+@pytest.mark.parametrize("injection", ["output", "embedding+output"])
+def test_ranked_by_the_bag_of_words_head_the_best_slot_is_the_one_whose_words_fit_the_target(tmp_path, injection):
+    """--prior-draw-ranking bow: the slot each pair trains on is the one under which the
+    bag-of-words head gives the target's words (not </s>) the highest likelihood, computed
+    here from the head's softmax at the slot codes; best_draw is the decoder's NLL at that
+    slot, and the ranking differs from the decoder's own for some pairs."""
+    import torch.nn.functional as F
+
+    from fairseq_vrae.vae_math import slot_noise
+
+    _, model, criterion, batch = build("cvae_transformer", tmp_path, [
+        "--prior-draws", "3", "--prior-draw-slots", "--prior-draw-ranking", "bow", "--latent-injection", injection])
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.decoder.latent_to_output.weight)
+    net_input, target = batch["net_input"], batch["target"]
+    words = target.ne(criterion.padding_idx) & target.ne(model.decoder.dictionary.eos())
+    model.eval()
+    with torch.no_grad():
+        source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        codes = source["prior_mu"] + torch.exp(0.5 * source["prior_logvar"]) * slot_noise(3, 4)[:, None, :]
+        by_words, by_decoder = [], []
+        for z in codes:
+            head = F.log_softmax(model.decoder.output_layer(model.decoder.latent_features(z)).float(), dim=-1)
+            by_words.append(-(head.gather(1, target) * words).sum(1))
+            lprobs = F.log_softmax(model.decoder(net_input["prev_output_tokens"], encoder_out=dict(source, z=z))[0]
+                                   .float(), dim=-1).gather(2, target.unsqueeze(-1)).squeeze(-1)
+            by_decoder.append(-(lprobs * target.ne(criterion.padding_idx)).sum(1))
+    by_words, by_decoder = torch.stack(by_words, 1), torch.stack(by_decoder, 1)
+    best = by_words.argmin(1)
+    assert not torch.equal(best, by_decoder.argmin(1))
+    model.train()
+    _, _, log = criterion(model, batch)
+    assert [log[f"slot{k}_wins"] for k in range(3)] == torch.bincount(best, minlength=3).tolist()
+    expected = by_decoder.gather(1, best[:, None]).sum()
+    assert float(log["best_draw"]) == pytest.approx(float(expected), rel=1e-4)
+
+
 @pytest.mark.parametrize("arch, injection", [("cvae_transformer", "output"), ("cvae_lstm", "output"),
                                              ("cvae_transformer", "embedding+output")])
 def test_the_scores_under_several_codes_are_those_of_one_decoder_call_per_code(tmp_path, arch, injection):

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 KL_SCHEDULES = ChoiceEnum(["logistic", "linear", "cyclical", "constant"])
 VAE_RECIPES = ChoiceEnum(["none", *RECIPES])
+DRAW_RANKINGS = ChoiceEnum(["decoder", "bow"])
 
 
 @dataclass
@@ -106,6 +107,13 @@ class VRAEELBOConfig(LatentEvaluationConfig):
                   "the same e_k for every pair and update, so that each slot comes to stand for one kind "
                   "of translation, like an expert of a mixture (translate with --latent-mode prior-slots); "
                   "default: fresh draws every update"},
+    )
+    prior_draw_ranking: DRAW_RANKINGS = field(
+        default="decoder",
+        metadata={"help": "--prior-draws: how the best draw is found: decoder = the highest likelihood of the "
+                  "target under the decoder (a decoder pass without dropout or gradient, K output layers); "
+                  "bow = the highest likelihood of the target's words under the bag-of-words head (one "
+                  "vocabulary-sized distribution per sentence and draw: far cheaper; needs a model with the head)"},
     )
     prior_mean_weight: float = field(
         default=0.0,
@@ -327,6 +335,9 @@ class VRAEELBOCriterion(FairseqCriterion):
         mu and sigma, the prior network, so draws learn to explain different references
         (multiple-choice learning, Guzman-Rivera et al. 2012; the best-of-many-samples
         objective of Bhattacharyya et al. 2018).  Also returns each pair's best draw.
+        With ``--prior-draw-ranking bow`` the best draw is the one under which the
+        bag-of-words head gives the target's words the highest likelihood: no ranking pass
+        through the decoder, one vocabulary-sized distribution per sentence and draw.
 
         ``trained`` is the training forward's (logits, latent contract).  When z only shifts
         the decoder's output layer (``--latent-injection output``), the prior comes from
@@ -336,10 +347,13 @@ class VRAEELBOCriterion(FairseqCriterion):
         require_conditional_prior(model, "--prior-draws")
         decoder = model.decoder
         shortcut = trained is not None and decoder.z_only_shifts_output
+        by_words = self.cfg.prior_draw_ranking == "bow"
         if shortcut:
             logits, latent = trained
-            with torch.no_grad():  # the source states the ranking pass attends to
-                source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+            source = None
+            if not by_words:
+                with torch.no_grad():  # the source states the ranking pass attends to
+                    source = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
         else:
             source = latent = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
         mu, std = latent["prior_mu"].float(), torch.exp(0.5 * latent["prior_logvar"].float())
@@ -353,17 +367,22 @@ class VRAEELBOCriterion(FairseqCriterion):
         pad = target.eq(self.padding_idx)
         dtype = latent["z"].dtype
 
-        decoder_was_training = decoder.training
-        decoder.eval()
-        try:
+        with torch.no_grad():
+            codes = (mu.unsqueeze(0) + std.unsqueeze(0) * noise).to(dtype)
+        if by_words:
             with torch.no_grad():
-                codes = (mu.unsqueeze(0) + std.unsqueeze(0) * noise).to(dtype)
-                nll = torch.stack([
-                    F.cross_entropy(scores.float().transpose(1, 2), target, reduction="none").masked_fill(pad, 0.0).sum(1)
-                    for scores in decoder.logits_for_codes(ranking_input, source, codes)
-                ], dim=1)  # sentences x draws
-        finally:
-            decoder.train(decoder_was_training)
+                nll = torch.stack([self.bag_of_words_nll(model, {"z": z}, target, reduce=False) for z in codes], dim=1)
+        else:
+            decoder_was_training = decoder.training
+            decoder.eval()
+            try:
+                with torch.no_grad():
+                    nll = torch.stack([
+                        F.cross_entropy(scores.float().transpose(1, 2), target, reduction="none").masked_fill(pad, 0.0).sum(1)
+                        for scores in decoder.logits_for_codes(ranking_input, source, codes)
+                    ], dim=1)  # sentences x draws
+            finally:
+                decoder.train(decoder_was_training)
         best = nll.argmin(dim=1)
         winners = (mu + std * noise[best, torch.arange(mu.size(0), device=mu.device)]).to(dtype)
         if shortcut:
@@ -389,9 +408,10 @@ class VRAEELBOCriterion(FairseqCriterion):
                              encoder_out=dict(source, z=source["prior_mu"].to(source["z"].dtype)))[0]
         return self.reconstruction(scores, target, training=True)
 
-    def bag_of_words_nll(self, model, extra, target) -> torch.Tensor:
+    def bag_of_words_nll(self, model, extra, target, reduce: bool = True) -> torch.Tensor:
         """-sum of log p(word | z) over the target's words (not </s>) under the model's
-        bag-of-words head: one distribution per sentence, as in Zhao et al. (2017)."""
+        bag-of-words head: one distribution per sentence, as in Zhao et al. (2017); summed
+        over the batch, or one per sentence without ``reduce``."""
         head = getattr(model, "bag_of_words_logits", None)
         if head is None:
             raise ValueError(
@@ -401,7 +421,8 @@ class VRAEELBOCriterion(FairseqCriterion):
         log_probs = F.log_softmax(head(extra).float(), dim=-1)  # B x V
         words = target.ne(self.padding_idx) & target.ne(model.decoder.dictionary.eos())
         picked = log_probs.gather(1, target.masked_fill(~words, 0))
-        return -(picked * words.to(picked.dtype)).sum()
+        per_sentence = -(picked * words.to(picked.dtype)).sum(1)
+        return per_sentence.sum() if reduce else per_sentence
 
     def importance_weighted(self, model, sample) -> dict:
         """IW-NLL of each sentence and what MI needs, noise fixed per sentence (--seed and
