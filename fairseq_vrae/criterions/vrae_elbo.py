@@ -369,10 +369,9 @@ class VRAEELBOCriterion(FairseqCriterion):
 
         with torch.no_grad():
             codes = (mu.unsqueeze(0) + std.unsqueeze(0) * noise).to(dtype)
-        if by_words:
-            with torch.no_grad():
+            if by_words:  # sentences x draws
                 nll = torch.stack([self.bag_of_words_nll(model, {"z": z}, target, reduce=False) for z in codes], dim=1)
-        else:
+        if not by_words:
             decoder_was_training = decoder.training
             decoder.eval()
             try:

@@ -82,8 +82,9 @@ def distinct_draws(beams, keep: int):
     with its best ones, so that every draw still gives ``keep``."""
     taken, kept = set(), []
     for beam in beams:
-        fresh = [hypo for hypo in beam if tuple(hypo["tokens"].tolist()) not in taken][:keep]
-        fresh += [hypo for hypo in beam if all(hypo is not f for f in fresh)][:keep - len(fresh)]
-        taken.update(tuple(hypo["tokens"].tolist()) for hypo in fresh)
-        kept.extend(fresh)
+        keys = [tuple(hypo["tokens"].tolist()) for hypo in beam]
+        chosen = [i for i, key in enumerate(keys) if key not in taken][:keep]
+        chosen += [i for i in range(len(beam)) if i not in chosen][:keep - len(chosen)]
+        taken.update(keys[i] for i in chosen)
+        kept.extend(beam[i] for i in chosen)
     return kept
